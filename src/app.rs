@@ -1,0 +1,200 @@
+//! Wiring: [`App::build`] binds the HTTP port and builds every part without connecting
+//! anywhere; [`App::run_until_stopped`] runs them and shuts them down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use url::Url;
+
+use crate::config::Config;
+use crate::delivery::{Deliverer, Sink};
+use crate::fire_body::MessageBodies;
+use crate::forward::Forwarder;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::mqtt::MqttSource;
+use crate::openwhisk::{OpenWhiskClient, Verdict};
+use crate::pause::NamespacePause;
+
+/// How long the MQTT source may take to flush acks and disconnect at shutdown.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the startup check of the trigger is repeated while it fails.
+const TRIGGER_CHECK_INTERVAL: Duration = Duration::from_secs(15);
+
+/// The provider, built and ready to run.
+pub struct App {
+    listener: TcpListener,
+    health: Health,
+    metrics: Metrics,
+    source: MqttSource,
+    forwarder: Forwarder,
+    client: Option<OpenWhiskClient>,
+    shutdown_grace: Duration,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let health = Health::default();
+        let metrics = Metrics::default();
+        let listener = TcpListener::bind(("0.0.0.0", config.http_port))
+            .await
+            .with_context(|| format!("cannot listen on HTTP_PORT {}", config.http_port))?;
+        let client = match &config.openwhisk {
+            Some(ow) => Some(
+                OpenWhiskClient::new(ow, config.fire.timeout)
+                    .context("building the OpenWhisk client")?,
+            ),
+            None => None,
+        };
+        let url = match &client {
+            Some(client) => client.trigger_url(&config.fire.trigger),
+            None => Url::parse("http://dry-run.invalid/").expect("a valid URL"),
+        };
+        if config.dry_run {
+            tracing::warn!(
+                "dry run: fires are logged, not sent, and messages are acknowledged as if accepted"
+            );
+        }
+        let deliverer = Arc::new(Deliverer {
+            sink: match (&client, config.dry_run) {
+                (Some(client), false) => Sink::OpenWhisk(client.clone()),
+                _ => Sink::DryRun,
+            },
+            pause: NamespacePause::default(),
+            health: health.clone(),
+            metrics: metrics.clone(),
+            max_payload_bytes: config.fire.max_payload_bytes,
+        });
+        // Room for one ack per message the provider can hold: in flight plus queued.
+        let capacity = 2 * config.fire.concurrency + 16;
+        let (source, acker) =
+            MqttSource::new(&config.mqtt, capacity, health.clone(), metrics.clone())?;
+        let forwarder = Forwarder {
+            deliverer,
+            acker,
+            bodies: Arc::new(MessageBodies::new(&config.fire.params)),
+            trigger: config.fire.trigger.as_str().into(),
+            url: Arc::new(url),
+            concurrency: config.fire.concurrency,
+        };
+        Ok(App {
+            listener,
+            health,
+            metrics,
+            source,
+            forwarder,
+            client: client.filter(|_| !config.dry_run),
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+
+    pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Runs until `shutdown` completes, then: stop taking messages, finish the fires in
+    /// flight (up to the grace period), flush acks and disconnect, stop HTTP last so
+    /// probes answer throughout.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let stop_intake = CancellationToken::new();
+        let fires_done = CancellationToken::new();
+        let abandon = CancellationToken::new();
+        let stop_http = CancellationToken::new();
+        let tasks = TaskTracker::new();
+
+        tracing::info!(http_addr = %self.listener.local_addr()?, "HTTP endpoints listening");
+        let router = crate::http::router(self.health.clone(), self.metrics.clone());
+        let http = tasks.spawn(
+            axum::serve(self.listener, router)
+                .with_graceful_shutdown(stop_http.clone().cancelled_owned())
+                .into_future(),
+        );
+        if let Some(client) = self.client.clone() {
+            let url = self.forwarder.url.clone();
+            let trigger = self.forwarder.trigger.clone();
+            let health = self.health.clone();
+            let stop = stop_intake.clone();
+            tasks.spawn(async move {
+                stop.run_until_cancelled(check_trigger(client, &url, &trigger, health))
+                    .await
+            });
+        }
+
+        let (messages_tx, messages_rx) = mpsc::channel(self.forwarder.concurrency);
+        let fires = TaskTracker::new();
+        let source = tasks.spawn(self.source.run(
+            messages_tx,
+            stop_intake.clone(),
+            fires_done.clone(),
+        ));
+        let forwarder = tasks.spawn(self.forwarder.run(
+            messages_rx,
+            abandon.clone(),
+            fires.clone(),
+        ));
+
+        shutdown.await;
+        tracing::info!(
+            grace_secs = self.shutdown_grace.as_secs(),
+            "no longer taking messages; finishing fires in flight"
+        );
+        stop_intake.cancel();
+        let drained = async {
+            let _ = forwarder.await;
+            fires.close();
+            fires.wait().await;
+        };
+        tokio::pin!(drained);
+        if tokio::time::timeout(self.shutdown_grace, &mut drained)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                unfinished = fires.len(),
+                "grace period over: unacknowledged messages stay with the broker and come back on restart"
+            );
+            abandon.cancel();
+            drained.await;
+        }
+        fires_done.cancel();
+        if tokio::time::timeout(DISCONNECT_TIMEOUT, source)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the MQTT connection did not close in time");
+        }
+        stop_http.cancel();
+        tasks.close();
+        let _ = http.await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Checks at start that the key works and the trigger exists, so a missing trigger shows
+/// in `/readyz` and the log before the first message; repeats until it does.
+async fn check_trigger(client: OpenWhiskClient, url: &Url, trigger: &str, health: Health) {
+    loop {
+        let answer = client.check_trigger(url).await;
+        match (answer.verdict, answer.status) {
+            (Verdict::Accepted, _) => {
+                tracing::info!(trigger, "OpenWhisk trigger found");
+                health.openwhisk_accepting();
+                return;
+            }
+            (_, Some(status)) if status.as_u16() == 404 => health.openwhisk_failing(
+                &format!("404: trigger {trigger:?} does not exist (create it once with wsk trigger create)"),
+                true,
+            ),
+            (_, Some(status)) => health.openwhisk_failing(&format!("{status}: {}", answer.detail), true),
+            (_, None) => health.openwhisk_failing(&answer.detail, true),
+        }
+        tokio::time::sleep(TRIGGER_CHECK_INTERVAL).await;
+    }
+}

@@ -1,0 +1,168 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+    pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
+}
+
+const MINIMAL: &[(&str, &str)] = &[
+    ("MQTT_URL", "mqtt://mosquitto:1883"),
+    ("MQTT_TOPICS", "dc1/sensors/#, dc1/+/status"),
+    ("OW_API_HOST", "openwhisk.local:31001"),
+    ("OW_AUTH", "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:secretkey"),
+    ("OW_TRIGGER", "addReadingToDbTrigger"),
+];
+
+fn with(extra: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+    let mut all = env(MINIMAL);
+    for (k, v) in extra {
+        all.retain(|(name, _)| name != k);
+        all.push((k.into(), v.into()));
+    }
+    all
+}
+
+fn problems(vars: Vec<(OsString, OsString)>) -> Vec<Problem> {
+    Config::from_env(vars, false).unwrap_err().0
+}
+
+#[test]
+fn minimal_configuration_gets_the_spec_defaults() {
+    let config = Config::from_env(env(MINIMAL), false).unwrap();
+    assert_eq!(config.mqtt.topics, ["dc1/sensors/#", "dc1/+/status"]);
+    assert_eq!(config.mqtt.qos, 1);
+    assert!(!config.mqtt.clean_session);
+    assert!(config.mqtt.client_id.starts_with("mqtt-whisk-provider-"));
+    assert_eq!(config.mqtt.keep_alive, Duration::from_secs(30));
+    let ow = config.openwhisk.unwrap();
+    assert_eq!(ow.api_host.as_str(), "https://openwhisk.local:31001/");
+    assert_eq!(ow.namespace, "_");
+    assert_eq!(config.fire.concurrency, 64);
+    assert_eq!(config.fire.timeout, Duration::from_secs(30));
+    assert_eq!(config.fire.max_payload_bytes, 1_048_576);
+    assert_eq!(config.http_port, 3000);
+    assert_eq!(config.log_format, LogFormat::Text);
+}
+
+#[test]
+fn every_problem_is_reported_at_once_each_naming_its_variable() {
+    let found = problems(env(&[
+        ("MQTT_QOS", "3"),
+        ("FIRE_PARAMS", "[1,2]"),
+        ("FIRE_CONCURRENCY", "many"),
+        ("LOG_FORMAT", "xml"),
+    ]));
+    let variables: Vec<&str> = found.iter().map(|p| p.variable.as_str()).collect();
+    for expected in [
+        "MQTT_URL",
+        "MQTT_TOPICS",
+        "MQTT_QOS",
+        "OW_API_HOST",
+        "OW_AUTH",
+        "OW_TRIGGER",
+        "FIRE_PARAMS",
+        "FIRE_CONCURRENCY",
+        "LOG_FORMAT",
+    ] {
+        assert!(variables.contains(&expected), "{expected} not in {found:?}");
+    }
+    let params = found.iter().find(|p| p.variable == "FIRE_PARAMS").unwrap();
+    assert_eq!(params.message, "expected a JSON object, got an array");
+}
+
+#[test]
+fn fire_params_may_not_override_message_keys() {
+    let found = problems(with(&[(
+        "FIRE_PARAMS",
+        r#"{"influx_url":"http://influx:8086","topic":"x"}"#,
+    )]));
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].variable, "FIRE_PARAMS");
+    assert!(found[0].message.contains("\"topic\""));
+}
+
+#[test]
+fn invalid_topic_filters_are_named() {
+    let found = problems(with(&[("MQTT_TOPICS", "ok/#,bad/#/x,a+/b,")]));
+    let messages: Vec<&str> = found.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(found.len(), 3, "{messages:?}");
+    assert!(messages[0].contains("bad/#/x"));
+    assert!(messages[1].contains("a+/b"));
+}
+
+#[test]
+fn secrets_come_from_files_and_never_appear_in_errors_or_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("auth");
+    std::fs::write(&key_file, "uuid:s3cr3t-from-file\n").unwrap();
+    let vars: Vec<_> = with(&[("OW_AUTH", "")])
+        .into_iter()
+        .chain(env(&[
+            ("OW_AUTH_FILE", key_file.to_str().unwrap()),
+            ("MQTT_URL", "mqtt://dc1:pw-in-url@mosquitto"),
+        ]))
+        .collect();
+    let config = Config::from_env(vars, false).unwrap();
+    assert_eq!(
+        secrecy::ExposeSecret::expose_secret(&config.openwhisk.as_ref().unwrap().auth.key),
+        "s3cr3t-from-file"
+    );
+    let check = render_check(&config);
+    assert!(
+        !check.contains("s3cr3t") && !check.contains("pw-in-url"),
+        "{check}"
+    );
+    assert!(check.contains("MQTT_USERNAME") && check.contains("dc1"));
+
+    let bad = problems(with(&[("OW_AUTH", "no-colon-s3cr3t")]));
+    assert!(!format!("{bad:?}").contains("s3cr3t"));
+}
+
+#[test]
+fn secret_and_its_file_together_are_a_problem() {
+    let found = problems(with(&[
+        ("MQTT_PASSWORD", "a"),
+        ("MQTT_PASSWORD_FILE", "/nonexistent"),
+    ]));
+    assert_eq!(found[0].variable, "MQTT_PASSWORD");
+    let found = problems(with(&[
+        ("OW_AUTH", ""),
+        ("OW_AUTH_FILE", "/nonexistent/auth"),
+    ]));
+    assert_eq!(found[0].variable, "OW_AUTH_FILE");
+    assert!(found[0].message.contains("/nonexistent/auth"));
+}
+
+#[test]
+fn dry_run_needs_no_openwhisk() {
+    let vars: Vec<_> = env(&MINIMAL[..2])
+        .into_iter()
+        .chain(env(&[("OW_TRIGGER", "t")]))
+        .collect();
+    let config = Config::from_env(vars, true).unwrap();
+    assert!(config.openwhisk.is_none());
+}
+
+#[test]
+fn non_utf8_values_are_reported_not_panicked_on() {
+    use std::os::unix::ffi::OsStringExt;
+    let mut vars = env(MINIMAL);
+    vars.push((
+        "FIRE_PARAMS".into(),
+        OsString::from_vec(vec![b'{', 0xff, b'}']),
+    ));
+    let found = problems(vars);
+    assert_eq!(
+        found,
+        [Problem {
+            variable: "FIRE_PARAMS".into(),
+            message: "is not valid UTF-8".into()
+        }]
+    );
+}
+
+#[test]
+fn blank_values_fall_back_to_defaults() {
+    let config = Config::from_env(with(&[("MQTT_QOS", " "), ("FIRE_PARAMS", "")]), false).unwrap();
+    assert_eq!(config.mqtt.qos, 1);
+    assert!(config.fire.params.is_empty());
+}

@@ -1,0 +1,218 @@
+//! Delivering one fire: retry with capped, jittered exponential backoff until OpenWhisk
+//! gives a final answer (SPEC section 4). Used by message and alarm fires alike.
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use bytes::Bytes;
+use tokio::time::Instant;
+use url::Url;
+
+use crate::health::Health;
+use crate::metrics::{FireKind, FireOutcome, Metrics};
+use crate::openwhisk::{Answer, OpenWhiskClient, Verdict};
+use crate::pause::NamespacePause;
+
+/// Where fires go: OpenWhisk, or the log in `--dry-run`.
+pub enum Sink {
+    OpenWhisk(OpenWhiskClient),
+    DryRun,
+}
+
+/// One fire to deliver.
+pub struct Fire<'a> {
+    pub kind: FireKind,
+    pub trigger: &'a str,
+    pub url: &'a Url,
+    pub body: Bytes,
+    /// What the fire is about, for logs: the topic, or the alarm's name.
+    pub subject: &'a str,
+    /// Give up retrying at this instant (an alarm's next tick); `None` = never.
+    pub deadline: Option<Instant>,
+}
+
+/// The final result of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    Accepted,
+    NoActiveRule,
+    /// OpenWhisk can never accept it (or it is over the payload limit): do not retry.
+    Rejected,
+    /// The deadline came first.
+    GaveUp,
+}
+
+impl Delivered {
+    /// Whether the source may forget the message: OpenWhisk took it, or never will.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Delivered::GaveUp)
+    }
+}
+
+/// Sends fires with the retry rules; shared by all fires of the process.
+pub struct Deliverer {
+    pub sink: Sink,
+    pub pause: NamespacePause,
+    pub health: Health,
+    pub metrics: Metrics,
+    pub max_payload_bytes: usize,
+}
+
+/// Backoff for transient failures: the controller is restarting or overloaded.
+fn transient_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Backoff for 401/403/404: a person must act; a slow retry notices when they have.
+fn not_ready_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(15))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Longest `Retry-After` honoured, so a bad header cannot stall delivery for days.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+impl Deliverer {
+    /// Delivers `fire`, retrying transient failures without limit (or until its deadline).
+    pub async fn deliver(&self, fire: Fire<'_>) -> Delivered {
+        let size = fire.body.len();
+        if size > self.max_payload_bytes {
+            tracing::warn!(
+                kind = ?fire.kind, subject = fire.subject, size, limit = self.max_payload_bytes,
+                "fire is larger than FIRE_MAX_PAYLOAD_BYTES and can never be accepted; dropped"
+            );
+            self.metrics
+                .fire_attempt(fire.kind, FireOutcome::Rejected, "local");
+            return Delivered::Rejected;
+        }
+        let client = match &self.sink {
+            Sink::OpenWhisk(client) => client,
+            Sink::DryRun => {
+                tracing::info!(
+                    trigger = fire.trigger,
+                    body = %String::from_utf8_lossy(&fire.body),
+                    "dry run: would fire"
+                );
+                self.metrics
+                    .fire_attempt(fire.kind, FireOutcome::Accepted, "dry_run");
+                return Delivered::Accepted;
+            }
+        };
+        let started = Instant::now();
+        let mut transient = transient_backoff();
+        let mut not_ready = not_ready_backoff();
+        loop {
+            if !self
+                .wait_or_deadline(self.pause.wait(), fire.deadline)
+                .await
+            {
+                return Delivered::GaveUp;
+            }
+            let answer = client.fire(fire.url, fire.body.clone()).await;
+            let delay = match self.record(&fire, &answer, size) {
+                Some(done) => {
+                    self.metrics
+                        .fire_finished(fire.kind, started.elapsed().as_secs_f64());
+                    return done;
+                }
+                None => match answer.verdict {
+                    Verdict::Throttled { retry_after } => {
+                        if self
+                            .pause
+                            .pause(retry_after.map(|d| d.min(MAX_RETRY_AFTER)))
+                        {
+                            self.metrics.namespace_paused();
+                        }
+                        Duration::ZERO
+                    }
+                    Verdict::NotReady => not_ready.next().unwrap_or(Duration::from_secs(15)),
+                    Verdict::Transient { retry_after } => {
+                        let backoff = transient.next().unwrap_or(Duration::from_secs(10));
+                        retry_after.map_or(backoff, |r| r.min(MAX_RETRY_AFTER).max(backoff))
+                    }
+                    _ => unreachable!("final verdicts returned above"),
+                },
+            };
+            if !self
+                .wait_or_deadline(tokio::time::sleep(delay), fire.deadline)
+                .await
+            {
+                return Delivered::GaveUp;
+            }
+        }
+    }
+
+    /// Counts and logs one answer; returns the final result, or `None` to retry.
+    fn record(&self, fire: &Fire<'_>, answer: &Answer, size: usize) -> Option<Delivered> {
+        let status = answer
+            .status
+            .map_or_else(|| "none".to_owned(), |s| s.as_u16().to_string());
+        let problem = || match answer.status {
+            Some(code) => format!("{code}: {}", answer.detail),
+            None => answer.detail.clone(),
+        };
+        let (outcome, result) = match &answer.verdict {
+            Verdict::Accepted => {
+                self.health.openwhisk_accepting();
+                (FireOutcome::Accepted, Some(Delivered::Accepted))
+            }
+            Verdict::NoActiveRule => {
+                self.health.openwhisk_accepting();
+                self.health.no_active_rule(fire.trigger);
+                (FireOutcome::NoActiveRule, Some(Delivered::NoActiveRule))
+            }
+            Verdict::Rejected => {
+                tracing::warn!(
+                    kind = ?fire.kind, subject = fire.subject, size, status, detail = answer.detail,
+                    "OpenWhisk can never accept this fire; dropped"
+                );
+                (FireOutcome::Rejected, Some(Delivered::Rejected))
+            }
+            Verdict::Throttled { .. } => {
+                self.health.openwhisk_failing(&problem(), false);
+                (FireOutcome::Retried, None)
+            }
+            Verdict::NotReady => {
+                let hint = match answer.status.map(|s| s.as_u16()) {
+                    Some(404) => format!(
+                        " (does trigger {:?} exist? create it once with wsk)",
+                        fire.trigger
+                    ),
+                    _ => " (check OW_AUTH and OW_NAMESPACE)".to_owned(),
+                };
+                self.health.openwhisk_failing(&(problem() + &hint), true);
+                (FireOutcome::Retried, None)
+            }
+            Verdict::Transient { .. } => {
+                self.health.openwhisk_failing(&problem(), true);
+                (FireOutcome::Retried, None)
+            }
+        };
+        self.metrics.fire_attempt(fire.kind, outcome, &status);
+        result
+    }
+
+    /// Runs `wait` unless `deadline` comes first; false when the deadline came.
+    async fn wait_or_deadline(
+        &self,
+        wait: impl Future<Output = ()>,
+        deadline: Option<Instant>,
+    ) -> bool {
+        match deadline {
+            None => {
+                wait.await;
+                true
+            }
+            Some(deadline) => tokio::time::timeout_at(deadline, wait).await.is_ok(),
+        }
+    }
+}

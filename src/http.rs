@@ -1,0 +1,52 @@
+//! The operator's HTTP endpoints: `/healthz`, `/readyz`, `/metrics`.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::health::Health;
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+struct Endpoints {
+    health: Health,
+    metrics: Metrics,
+}
+
+/// The router, separate from serving so tests can call it directly.
+pub fn router(health: Health, metrics: Metrics) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(Endpoints { health, metrics })
+}
+
+/// 200 when subscribed and OpenWhisk accepts fires; 503 with every reason otherwise.
+async fn readyz(State(endpoints): State<Endpoints>) -> Response {
+    match endpoints.health.readiness() {
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"ready": true})),
+        )
+            .into_response(),
+        Err(reasons) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"ready": false, "reasons": reasons})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics_text(State(endpoints): State<Endpoints>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        endpoints.metrics.encode(),
+    )
+        .into_response()
+}

@@ -1,0 +1,48 @@
+use std::process::ExitCode;
+
+use mqtt_whisk_provider::app::App;
+use mqtt_whisk_provider::cli::Cli;
+use mqtt_whisk_provider::config::{Config, render_check, unknown_variables};
+use mqtt_whisk_provider::{shutdown, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse_args();
+    let config = match Config::from_env(std::env::vars_os(), cli.dry_run) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .collect();
+    let unknown = unknown_variables(names.iter().map(String::as_str));
+    if cli.check {
+        print!("{}", render_check(&config));
+        for name in unknown {
+            println!("warning: {name} is not a variable this provider reads (a typo?)");
+        }
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init(config.log_format);
+    if !unknown.is_empty() {
+        tracing::warn!(
+            ?unknown,
+            "environment variables with a known prefix that this provider does not read (typos?)"
+        );
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = match App::build(config).await {
+        Ok(app) => app.run_until_stopped(shutdown::signal_received()).await,
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "fatal");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Prometheus metrics. Each event that is logged is also counted here, so `/metrics` and
+//! the logs tell the same story.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// What a fire was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FireKind {
+    Message,
+    Alarm,
+}
+
+impl FireKind {
+    fn label(self) -> &'static str {
+        match self {
+            FireKind::Message => "message",
+            FireKind::Alarm => "alarm",
+        }
+    }
+}
+
+/// How one fire attempt ended, as counted in `fires_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FireOutcome {
+    Accepted,
+    NoActiveRule,
+    Rejected,
+    Retried,
+}
+
+impl FireOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            FireOutcome::Accepted => "accepted",
+            FireOutcome::NoActiveRule => "no_active_rule",
+            FireOutcome::Rejected => "rejected",
+            FireOutcome::Retried => "retried",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FilterLabels {
+    filter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FireLabels {
+    kind: &'static str,
+    outcome: &'static str,
+    /// HTTP status, `none` when no answer came, `local` when refused before sending.
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlarmLabels {
+    alarm: String,
+    outcome: &'static str,
+}
+
+/// The provider's metrics; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+struct Inner {
+    registry: Registry,
+    messages_received: Family<FilterLabels, Counter>,
+    fires: Family<FireLabels, Counter>,
+    fires_in_flight: Gauge,
+    fire_duration: Family<KindLabels, Histogram, fn() -> Histogram>,
+    alarm_fires: Family<AlarmLabels, Counter>,
+    mqtt_connected: Gauge,
+    mqtt_reconnects: Counter,
+    namespace_pauses: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms to ~33 s: a local controller answers in ms, a struggling one in seconds.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("mqtt_whisk");
+        let inner = Inner {
+            messages_received: Family::default(),
+            fires: Family::default(),
+            fires_in_flight: Gauge::default(),
+            fire_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            alarm_fires: Family::default(),
+            mqtt_connected: Gauge::default(),
+            mqtt_reconnects: Counter::default(),
+            namespace_pauses: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "messages_received",
+            "MQTT messages received, by the subscribed filter they matched",
+            inner.messages_received.clone(),
+        );
+        registry.register(
+            "fires",
+            "Trigger fire attempts, by kind, outcome and HTTP status",
+            inner.fires.clone(),
+        );
+        registry.register(
+            "fires_in_flight",
+            "Fires being sent or retried now",
+            inner.fires_in_flight.clone(),
+        );
+        registry.register(
+            "fire_duration_seconds",
+            "Time from first attempt to final answer of a fire, retries included",
+            inner.fire_duration.clone(),
+        );
+        registry.register(
+            "alarm_fires",
+            "Alarm ticks fired, by alarm and outcome",
+            inner.alarm_fires.clone(),
+        );
+        registry.register(
+            "mqtt_connected",
+            "1 while connected to the broker, else 0",
+            inner.mqtt_connected.clone(),
+        );
+        registry.register(
+            "mqtt_reconnects",
+            "Broker connections lost",
+            inner.mqtt_reconnects.clone(),
+        );
+        registry.register(
+            "namespace_pauses",
+            "Times a 429 paused every fire until the next minute",
+            inner.namespace_pauses.clone(),
+        );
+        Metrics(Arc::new(Inner { registry, ..inner }))
+    }
+}
+
+impl Metrics {
+    pub fn message_received(&self, filters: &[String], topic: &str) {
+        for filter in filters.iter().filter(|f| rumqttc::matches(topic, f)) {
+            self.0
+                .messages_received
+                .get_or_create(&FilterLabels {
+                    filter: filter.clone(),
+                })
+                .inc();
+        }
+    }
+
+    pub fn fire_attempt(&self, kind: FireKind, outcome: FireOutcome, status: &str) {
+        self.0
+            .fires
+            .get_or_create(&FireLabels {
+                kind: kind.label(),
+                outcome: outcome.label(),
+                status: status.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn fire_finished(&self, kind: FireKind, seconds: f64) {
+        self.0
+            .fire_duration
+            .get_or_create(&KindLabels { kind: kind.label() })
+            .observe(seconds);
+    }
+
+    /// Counts a fire in flight until the returned guard drops.
+    pub fn in_flight(&self) -> InFlight {
+        self.0.fires_in_flight.inc();
+        InFlight(self.clone())
+    }
+
+    pub fn alarm_fire(&self, alarm: &str, outcome: FireOutcome) {
+        self.0
+            .alarm_fires
+            .get_or_create(&AlarmLabels {
+                alarm: alarm.to_owned(),
+                outcome: outcome.label(),
+            })
+            .inc();
+    }
+
+    pub fn mqtt_connected(&self, connected: bool) {
+        self.0.mqtt_connected.set(i64::from(connected));
+    }
+
+    pub fn mqtt_reconnect(&self) {
+        self.0.mqtt_reconnects.inc();
+    }
+
+    pub fn namespace_paused(&self) {
+        self.0.namespace_pauses.inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.0.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Decrements the in-flight gauge on drop, so no early return can leak a count.
+pub struct InFlight(Metrics);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.0.fires_in_flight.dec();
+    }
+}

@@ -1,0 +1,310 @@
+//! The MQTT source: owns rumqttc's event loop, hands each publish to the forwarder, and
+//! acknowledges it only when told to (manual acks, SPEC section 4).
+//!
+//! Acks are guarded by a connection *epoch*: after a reconnect that did not resume the
+//! session, an old packet id names a different message, so acking it would delete a
+//! message never forwarded (`reference/mqtt.md`, trap E3). Acks from an earlier epoch
+//! are therefore dropped; the broker redelivers those messages instead.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{DateTime, Utc};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
+    SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
+};
+use secrecy::ExposeSecret;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{MqttConfig, MqttTls};
+use crate::health::{BrokerState, Health};
+use crate::metrics::Metrics;
+
+/// A message received from the broker, not yet acknowledged.
+pub struct Message {
+    pub publish: Publish,
+    pub received_at: DateTime<Utc>,
+    epoch: u64,
+}
+
+/// Acknowledges messages to the broker; cheap to clone.
+#[derive(Clone)]
+pub struct Acker {
+    client: AsyncClient,
+    epoch: Arc<Mutex<u64>>,
+}
+
+impl Acker {
+    /// Acks `message` if its connection epoch is still current; otherwise the broker
+    /// redelivers it (a duplicate, never a loss).
+    pub fn ack(&self, message: &Message) {
+        let epoch = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
+        if *epoch != message.epoch {
+            tracing::debug!(
+                topic = message.publish.topic,
+                "ack skipped: connection changed since receipt"
+            );
+            return;
+        }
+        if let Err(error) = self.client.try_ack(&message.publish) {
+            tracing::warn!(%error, "ack not queued; the broker will redeliver the message");
+        }
+    }
+}
+
+/// What `MqttConfig::qos` means on the wire. QoS 2 is subscribed as QoS 1: rumqttc
+/// loses its QoS 2 state on reconnect and then loops on the broker's PUBREL
+/// (rumqtt#664), and QoS 1 already gives the at-least-once delivery promised for both.
+pub fn subscription_qos(configured: u8) -> QoS {
+    match configured {
+        0 => QoS::AtMostOnce,
+        _ => QoS::AtLeastOnce,
+    }
+}
+
+/// Owns the event loop. Run it with [`MqttSource::run`].
+pub struct MqttSource {
+    client: AsyncClient,
+    eventloop: EventLoop,
+    epoch: Arc<Mutex<u64>>,
+    filters: Vec<String>,
+    qos: QoS,
+    health: Health,
+    metrics: Metrics,
+    connected: bool,
+    subscribed_once: bool,
+}
+
+impl MqttSource {
+    /// `capacity` bounds the acks that may wait to be written; it must cover every
+    /// message the provider can hold at once.
+    pub fn new(
+        config: &MqttConfig,
+        capacity: usize,
+        health: Health,
+        metrics: Metrics,
+    ) -> anyhow::Result<(MqttSource, Acker)> {
+        let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
+        options
+            .set_keep_alive(config.keep_alive)
+            .set_clean_session(config.clean_session)
+            .set_manual_acks(true)
+            .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes);
+        if let Some(credentials) = &config.credentials {
+            let password = credentials
+                .password
+                .as_ref()
+                .map(|p| p.expose_secret().to_owned());
+            options.set_credentials(credentials.username.clone(), password.unwrap_or_default());
+        }
+        if let Some(tls) = &config.tls {
+            options.set_transport(Transport::tls_with_config(tls_configuration(tls)?));
+        }
+        if config.qos == 2 {
+            tracing::warn!(
+                "MQTT_QOS=2 is subscribed as QoS 1 (rumqttc cannot resume QoS 2 sessions); delivery stays at least once"
+            );
+        }
+        let (client, eventloop) = AsyncClient::new(options, capacity);
+        let epoch = Arc::new(Mutex::new(0));
+        let acker = Acker {
+            client: client.clone(),
+            epoch: epoch.clone(),
+        };
+        let source = MqttSource {
+            client,
+            eventloop,
+            epoch,
+            filters: config.topics.clone(),
+            qos: subscription_qos(config.qos),
+            health,
+            metrics,
+            connected: false,
+            subscribed_once: false,
+        };
+        Ok((source, acker))
+    }
+
+    /// Polls the broker until shut down. Publishes go to `messages_tx`; waiting for room
+    /// there is the back-pressure that bounds memory. Once `stop_intake` is cancelled new
+    /// publishes are left unacknowledged (the broker keeps them), and once `fires_done`
+    /// is cancelled the pending acks are flushed and the connection closed cleanly.
+    pub async fn run(
+        mut self,
+        messages_tx: mpsc::Sender<Message>,
+        stop_intake: CancellationToken,
+        fires_done: CancellationToken,
+    ) {
+        let mut messages_tx = Some(messages_tx);
+        let mut backoff = reconnect_backoff();
+        let mut disconnecting = false;
+        loop {
+            let event = tokio::select! {
+                _ = fires_done.cancelled(), if !disconnecting => {
+                    disconnecting = true;
+                    if !self.connected || self.client.try_disconnect().is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                _ = stop_intake.cancelled(), if messages_tx.is_some() => {
+                    // Dropping the sender lets the forwarder see the end of the stream.
+                    messages_tx = None;
+                    continue;
+                }
+                event = self.eventloop.poll() => event,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    backoff = reconnect_backoff();
+                    self.on_connected(ack.session_present);
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => self.on_suback(&ack.return_codes),
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    let Some(tx) = &messages_tx else {
+                        continue; // shutting down: left with the broker, redelivered later
+                    };
+                    self.metrics.message_received(&self.filters, &publish.topic);
+                    let message = Message {
+                        publish,
+                        received_at: Utc::now(),
+                        epoch: *self.epoch.lock().unwrap_or_else(|p| p.into_inner()),
+                    };
+                    tokio::select! {
+                        sent = tx.send(message) => if sent.is_err() { return },
+                        _ = stop_intake.cancelled() => {}
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                    tracing::info!("disconnected from the MQTT broker");
+                    return;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    if disconnecting {
+                        return;
+                    }
+                    self.on_connection_error(&error);
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = fires_done.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_connected(&mut self, session_present: bool) {
+        self.connected = true;
+        self.metrics.mqtt_connected(true);
+        tracing::info!(session_present, "connected to the MQTT broker");
+        // A resumed session keeps its subscriptions, and subscribing again would make the
+        // broker resend every retained message. Subscribe on a new session, and once per
+        // process start so that a changed MQTT_TOPICS takes effect.
+        if session_present && self.subscribed_once {
+            self.health.set_broker(BrokerState::Subscribed);
+            return;
+        }
+        let filters = self
+            .filters
+            .iter()
+            .map(|f| SubscribeFilter::new(f.clone(), self.qos));
+        match self.client.try_subscribe_many(filters) {
+            Ok(()) => self.health.set_broker(BrokerState::Connected),
+            Err(error) => tracing::error!(%error, "could not queue the subscription"),
+        }
+    }
+
+    fn on_suback(&mut self, codes: &[SubscribeReasonCode]) {
+        let refused: Vec<String> = self
+            .filters
+            .iter()
+            .zip(codes)
+            .filter(|(_, code)| matches!(code, SubscribeReasonCode::Failure))
+            .map(|(filter, _)| filter.clone())
+            .collect();
+        self.subscribed_once = true;
+        if refused.is_empty() {
+            tracing::info!(filters = ?self.filters, qos = ?self.qos, "subscribed");
+            self.health.set_broker(BrokerState::Subscribed);
+        } else {
+            tracing::error!(
+                ?refused,
+                "the broker refused to subscribe these filters (check its ACL)"
+            );
+            self.health.set_broker(BrokerState::Refused(refused));
+        }
+    }
+
+    fn on_connection_error(&mut self, error: &ConnectionError) {
+        {
+            // Bump the epoch and drop acks queued since the error, under one lock, so
+            // no ack for the old connection can reach the new one.
+            let mut epoch = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
+            *epoch += 1;
+            self.eventloop.clean();
+        }
+        self.health.set_broker(BrokerState::Disconnected);
+        self.metrics.mqtt_connected(false);
+        let hint = connection_hint(error);
+        if std::mem::take(&mut self.connected) {
+            self.metrics.mqtt_reconnect();
+            tracing::warn!(%error, hint, "lost the MQTT broker; reconnecting");
+        } else {
+            tracing::debug!(%error, hint, "MQTT broker still unreachable; retrying");
+        }
+    }
+}
+
+/// Says what to do about errors that will not go away by themselves.
+fn connection_hint(error: &ConnectionError) -> &'static str {
+    use rumqttc::ConnectReturnCode as Code;
+    match error {
+        ConnectionError::ConnectionRefused(Code::BadUserNamePassword | Code::NotAuthorized) => {
+            "the broker refused the credentials: check MQTT_USERNAME and MQTT_PASSWORD"
+        }
+        ConnectionError::ConnectionRefused(Code::BadClientId) => {
+            "the broker refused MQTT_CLIENT_ID"
+        }
+        ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(_),
+        )) => {
+            "a message is larger than MQTT_MAX_PACKET_BYTES: raise it, or cap the broker's max_packet_size below it"
+        }
+        ConnectionError::Tls(_) => "TLS failed: check MQTT_CA_FILE and the broker's certificate",
+        _ => "",
+    }
+}
+
+fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+fn tls_configuration(tls: &MqttTls) -> anyhow::Result<TlsConfiguration> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca {
+        Some(certs) => {
+            roots.add_parsable_certificates(certs.iter().cloned());
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let config = match &tls.client_auth {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain.clone(), key.clone_key())
+            .map_err(|e| {
+                anyhow::anyhow!("MQTT_CLIENT_CERT_FILE/MQTT_CLIENT_KEY_FILE unusable: {e}")
+            })?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(TlsConfiguration::Rustls(Arc::new(config)))
+}

@@ -1,0 +1,246 @@
+//! The OpenWhisk side: a reqwest client that fires triggers and sorts every answer into
+//! the few [`Verdict`]s the delivery rules of SPEC section 4 care about.
+
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use secrecy::ExposeSecret;
+use url::Url;
+
+use crate::config::OpenWhiskConfig;
+
+/// Fires triggers of one namespace; cheap to clone (the connection pool is shared).
+#[derive(Clone)]
+pub struct OpenWhiskClient {
+    http: reqwest::Client,
+    base: Url,
+    namespace: String,
+    /// `Basic base64(uuid:key)`, built once and marked sensitive so it is never logged.
+    authorization: HeaderValue,
+}
+
+/// What one request came back with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// 2xx other than 204: an activation was started.
+    Accepted,
+    /// 204: OpenWhisk took the fire but no active rule starts an action.
+    NoActiveRule,
+    /// 400, 413: this payload can never be accepted.
+    Rejected,
+    /// 429: the namespace's fires-per-minute limit is reached.
+    Throttled { retry_after: Option<Duration> },
+    /// 401, 403, 404: wrong key or trigger not created (yet); retry slowly.
+    NotReady,
+    /// Connection errors, timeouts, 408, 5xx and anything unexpected: retry.
+    Transient { retry_after: Option<Duration> },
+}
+
+/// One request's result, with what an operator needs to read in a log.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub verdict: Verdict,
+    /// `None` when no HTTP answer came (refused, reset, timed out).
+    pub status: Option<StatusCode>,
+    /// OpenWhisk's `error` text, a snippet of another body, or the connection error.
+    pub detail: String,
+}
+
+impl OpenWhiskClient {
+    pub fn new(config: &OpenWhiskConfig, timeout: Duration) -> anyhow::Result<OpenWhiskClient> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .tls_danger_accept_invalid_certs(config.insecure)
+            .user_agent(concat!("mqtt-whisk-provider/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let credentials = format!("{}:{}", config.auth.uuid, config.auth.key.expose_secret());
+        let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+        let mut authorization = HeaderValue::try_from(format!("Basic {encoded}"))?;
+        authorization.set_sensitive(true);
+        Ok(OpenWhiskClient {
+            http,
+            base: config.api_host.clone(),
+            namespace: config.namespace.clone(),
+            authorization,
+        })
+    }
+
+    /// `{api}/api/v1/namespaces/{ns}/triggers/{name}`, each segment percent-encoded.
+    pub fn trigger_url(&self, trigger: &str) -> Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("http(s) URLs have a path")
+            .pop_if_empty()
+            .extend([
+                "api",
+                "v1",
+                "namespaces",
+                &self.namespace,
+                "triggers",
+                trigger,
+            ]);
+        url
+    }
+
+    /// POSTs one fire. Never fails: a transport error is a [`Verdict::Transient`] answer.
+    pub async fn fire(&self, url: &Url, body: Bytes) -> Answer {
+        let request = self
+            .http
+            .post(url.clone())
+            .header(AUTHORIZATION, self.authorization.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        answer(request.send().await).await
+    }
+
+    /// GETs the trigger: the cheap check that the key works and the trigger exists.
+    pub async fn check_trigger(&self, url: &Url) -> Answer {
+        let request = self
+            .http
+            .get(url.clone())
+            .header(AUTHORIZATION, self.authorization.clone());
+        let mut answer = answer(request.send().await).await;
+        if answer.status == Some(StatusCode::OK) {
+            answer.verdict = Verdict::Accepted;
+        }
+        answer
+    }
+}
+
+async fn answer(result: reqwest::Result<reqwest::Response>) -> Answer {
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            return Answer {
+                verdict: Verdict::Transient { retry_after: None },
+                status: None,
+                detail: transport_error(&error),
+            };
+        }
+    };
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body = response.bytes().await.unwrap_or_default();
+    Answer {
+        verdict: classify(status, retry_after),
+        status: Some(status),
+        detail: error_detail(&body),
+    }
+}
+
+/// Maps a status to the delivery rule it calls for (SPEC section 4).
+pub fn classify(status: StatusCode, retry_after: Option<Duration>) -> Verdict {
+    match status.as_u16() {
+        204 => Verdict::NoActiveRule,
+        200..=299 => Verdict::Accepted,
+        400 | 413 => Verdict::Rejected,
+        401 | 403 | 404 => Verdict::NotReady,
+        429 => Verdict::Throttled { retry_after },
+        _ => Verdict::Transient { retry_after },
+    }
+}
+
+/// OpenWhisk's `{"error": ...}` text, or the start of any other body (an nginx page).
+fn error_detail(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        error: String,
+    }
+    if let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) {
+        return parsed.error;
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    text.chars().take(160).collect()
+}
+
+/// The innermost cause ("Connection refused (os error 111)"), which is what an operator
+/// can act on; reqwest's own text only says "error sending request".
+fn transport_error(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let mut source: &dyn std::error::Error = error;
+    while let Some(inner) = source.source() {
+        source = inner;
+    }
+    format!("{kind}: {source}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ApiKey;
+
+    fn client(api_host: &str, namespace: &str) -> OpenWhiskClient {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        OpenWhiskClient::new(
+            &OpenWhiskConfig {
+                api_host: Url::parse(api_host).unwrap(),
+                auth: ApiKey {
+                    uuid: "u".into(),
+                    key: "k".to_owned().into(),
+                },
+                namespace: namespace.into(),
+                insecure: false,
+            },
+            Duration::from_secs(1),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn trigger_url_percent_encodes_namespace_and_name() {
+        let url = client("https://ow.example:31001/", "guest@dc 1").trigger_url("my trigger&x");
+        assert_eq!(
+            url.as_str(),
+            "https://ow.example:31001/api/v1/namespaces/guest@dc%201/triggers/my%20trigger&x"
+        );
+        let url = client("http://ow.example/prefix", "_").trigger_url("t");
+        assert_eq!(
+            url.as_str(),
+            "http://ow.example/prefix/api/v1/namespaces/_/triggers/t"
+        );
+    }
+
+    #[test]
+    fn statuses_map_to_the_delivery_rules() {
+        let s = |code| classify(StatusCode::from_u16(code).unwrap(), None);
+        assert_eq!(s(202), Verdict::Accepted);
+        assert_eq!(s(204), Verdict::NoActiveRule);
+        assert_eq!(s(400), Verdict::Rejected);
+        assert_eq!(s(413), Verdict::Rejected);
+        for code in [401, 403, 404] {
+            assert_eq!(s(code), Verdict::NotReady);
+        }
+        assert_eq!(s(429), Verdict::Throttled { retry_after: None });
+        for code in [408, 500, 502, 503, 504, 409] {
+            assert_eq!(s(code), Verdict::Transient { retry_after: None });
+        }
+    }
+
+    #[test]
+    fn error_detail_reads_openwhisk_errors_and_squashes_html() {
+        assert_eq!(
+            error_detail(br#"{"error":"The requested resource does not exist.","code":"x"}"#),
+            "The requested resource does not exist."
+        );
+        assert_eq!(
+            error_detail(b"<html>\n<h1>502   Bad Gateway</h1></html>"),
+            "<html> <h1>502 Bad Gateway</h1></html>"
+        );
+    }
+}

@@ -1,0 +1,86 @@
+//! The namespace-wide pause after a 429. OpenWhisk counts fires per namespace in fixed
+//! wall-clock minutes, so once one fire is throttled every other fire would be too: they
+//! all wait for the next minute instead of each hammering the controller with retries.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use tokio::time::Instant;
+
+/// Shared by every fire to one namespace; cheap to clone.
+#[derive(Clone, Default)]
+pub struct NamespacePause(Arc<Mutex<Option<Instant>>>);
+
+impl NamespacePause {
+    /// Waits until no pause is in force (returns at once when none is).
+    pub async fn wait(&self) {
+        loop {
+            let until = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+            match until {
+                Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
+                _ => return,
+            }
+        }
+    }
+
+    /// Pauses every fire for `retry_after`, or else until the next wall-clock minute plus
+    /// up to a second of jitter. Returns true when this started or extended the pause,
+    /// so that one 429 among many in flight is logged and counted once.
+    pub fn pause(&self, retry_after: Option<Duration>) -> bool {
+        let delay = retry_after.unwrap_or_else(|| {
+            until_next_minute(SystemTime::now())
+                + Duration::from_millis(rand::rng().random_range(0..1000))
+        });
+        let until = Instant::now() + delay;
+        let mut current = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Fires in flight when the pause began come back with 429 too: they must not
+        // push the pause further out by their own jitter.
+        if current.is_some_and(|c| c + Duration::from_secs(2) >= until) {
+            return false;
+        }
+        *current = Some(until);
+        true
+    }
+}
+
+/// Time left until the next minute starts, as OpenWhisk's throttle counts minutes
+/// (`epochMillis / 60000`).
+pub fn until_next_minute(now: SystemTime) -> Duration {
+    let millis = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    Duration::from_millis((60_000 - millis % 60_000) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_minute_is_counted_from_the_wall_clock() {
+        let at = |ms| UNIX_EPOCH + Duration::from_millis(ms);
+        assert_eq!(until_next_minute(at(120_000)), Duration::from_secs(60));
+        assert_eq!(until_next_minute(at(179_500)), Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_holds_every_waiter_and_is_counted_once() {
+        let pause = NamespacePause::default();
+        let start = Instant::now();
+        assert!(pause.pause(Some(Duration::from_secs(5))));
+        assert!(
+            !pause.pause(Some(Duration::from_secs(5))),
+            "a second 429 extends nothing"
+        );
+        let waiters = (0..3).map(|_| {
+            let pause = pause.clone();
+            tokio::spawn(async move { pause.wait().await })
+        });
+        for waiter in waiters {
+            waiter.await.unwrap();
+        }
+        assert!(start.elapsed() >= Duration::from_secs(5));
+    }
+}
