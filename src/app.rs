@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
+use crate::alarm::{Alarm, run_alarm};
 use crate::config::Config;
 use crate::delivery::{Deliverer, Sink};
 use crate::fire_body::MessageBodies;
@@ -35,6 +36,8 @@ pub struct App {
     source: MqttSource,
     forwarder: Forwarder,
     client: Option<OpenWhiskClient>,
+    /// Each alarm with the URL of its trigger.
+    alarms: Vec<(Alarm, Url)>,
     shutdown_grace: Duration,
 }
 
@@ -52,10 +55,19 @@ impl App {
             ),
             None => None,
         };
-        let url = match &client {
-            Some(client) => client.trigger_url(&config.fire.trigger),
+        let trigger_url = |trigger: &str| match &client {
+            Some(client) => client.trigger_url(trigger),
             None => Url::parse("http://dry-run.invalid/").expect("a valid URL"),
         };
+        let url = trigger_url(&config.fire.trigger);
+        let alarms = config
+            .alarms
+            .into_iter()
+            .map(|alarm| {
+                let url = trigger_url(&alarm.trigger);
+                (alarm, url)
+            })
+            .collect();
         if config.dry_run {
             tracing::warn!(
                 "dry run: fires are logged, not sent, and messages are acknowledged as if accepted"
@@ -71,10 +83,7 @@ impl App {
             metrics: metrics.clone(),
             max_payload_bytes: config.fire.max_payload_bytes,
         });
-        // Room for one ack per message the provider can hold: in flight plus queued.
-        let capacity = 2 * config.fire.concurrency + 16;
-        let (source, acker) =
-            MqttSource::new(&config.mqtt, capacity, health.clone(), metrics.clone())?;
+        let (source, acker) = MqttSource::new(&config.mqtt, health.clone(), metrics.clone())?;
         let forwarder = Forwarder {
             deliverer,
             acker,
@@ -90,6 +99,7 @@ impl App {
             source,
             forwarder,
             client: client.filter(|_| !config.dry_run),
+            alarms,
             shutdown_grace: config.shutdown_grace,
         })
     }
@@ -125,6 +135,14 @@ impl App {
                     .await
             });
         }
+
+        let stop_alarms = CancellationToken::new();
+        let alarms = TaskTracker::new();
+        for (alarm, url) in self.alarms {
+            let deliverer = self.forwarder.deliverer.clone();
+            alarms.spawn(run_alarm(alarm, deliverer, url, stop_alarms.clone()));
+        }
+        alarms.close();
 
         let (messages_tx, messages_rx) = mpsc::channel(self.forwarder.concurrency);
         let fires = TaskTracker::new();
@@ -169,6 +187,8 @@ impl App {
         {
             tracing::warn!("the MQTT connection did not close in time");
         }
+        stop_alarms.cancel();
+        alarms.wait().await;
         stop_http.cancel();
         tasks.close();
         let _ = http.await;

@@ -10,8 +10,11 @@
 //! - [`delivery`]: one fire with its retry rules; [`pause`]: the namespace-wide 429 pause.
 //! - [`openwhisk`]: the HTTP client and the classification of answers.
 //! - [`fire_body`]: the JSON of a message fire.
+//! - [`alarm`]: the embedded cron alarms: configuration, schedule (with the DST rule),
+//!   one runner task per alarm.
 //! - [`health`], [`metrics`], [`http`]: what operators see; [`telemetry`]: logging.
 
+pub mod alarm;
 pub mod app;
 pub mod cli;
 pub mod config;

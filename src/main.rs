@@ -33,7 +33,6 @@ async fn main() -> ExitCode {
             "environment variables with a known prefix that this provider does not read (typos?)"
         );
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match App::build(config).await {
         Ok(app) => app.run_until_stopped(shutdown::signal_received()).await,
         Err(error) => Err(error),

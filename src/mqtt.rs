@@ -23,6 +23,13 @@ use crate::config::{MqttConfig, MqttTls};
 use crate::health::{BrokerState, Health};
 use crate::metrics::Metrics;
 
+/// Room in rumqttc's request channel. Acks wait there until `poll()` writes them, and
+/// `poll()` may read publishes faster than it writes acks, so the room must cover every
+/// unacknowledged message: packet ids are 16 bits, so the broker can have at most 65,535
+/// QoS 1 messages out to us. A full channel would drop an ack, and the message would sit
+/// with the broker until the next reconnect. (The channel grows as it fills.)
+const REQUEST_CAPACITY: usize = u16::MAX as usize + 64;
+
 /// A message received from the broker, not yet acknowledged.
 pub struct Message {
     pub publish: Publish,
@@ -50,7 +57,7 @@ impl Acker {
             return;
         }
         if let Err(error) = self.client.try_ack(&message.publish) {
-            tracing::warn!(%error, "ack not queued; the broker will redeliver the message");
+            tracing::error!(%error, "ack not queued; the broker redelivers the message after a reconnect");
         }
     }
 }
@@ -79,11 +86,8 @@ pub struct MqttSource {
 }
 
 impl MqttSource {
-    /// `capacity` bounds the acks that may wait to be written; it must cover every
-    /// message the provider can hold at once.
     pub fn new(
         config: &MqttConfig,
-        capacity: usize,
         health: Health,
         metrics: Metrics,
     ) -> anyhow::Result<(MqttSource, Acker)> {
@@ -108,7 +112,7 @@ impl MqttSource {
                 "MQTT_QOS=2 is subscribed as QoS 1 (rumqttc cannot resume QoS 2 sessions); delivery stays at least once"
             );
         }
-        let (client, eventloop) = AsyncClient::new(options, capacity);
+        let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
         let epoch = Arc::new(Mutex::new(0));
         let acker = Acker {
             client: client.clone(),
@@ -290,6 +294,8 @@ fn reconnect_backoff() -> impl Iterator<Item = Duration> {
 }
 
 fn tls_configuration(tls: &MqttTls) -> anyhow::Result<TlsConfiguration> {
+    // As in `OpenWhiskClient::new`: ring is the provider, installed by the first caller.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
     match &tls.ca {
         Some(certs) => {

@@ -51,6 +51,9 @@ pub struct Answer {
 
 impl OpenWhiskClient {
     pub fn new(config: &OpenWhiskConfig, timeout: Duration) -> anyhow::Result<OpenWhiskClient> {
+        // reqwest and rumqttc are built without a default provider, to use ring (small,
+        // builds for musl) rather than aws-lc; the first caller installs it.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
@@ -186,7 +189,6 @@ mod tests {
     use crate::config::ApiKey;
 
     fn client(api_host: &str, namespace: &str) -> OpenWhiskClient {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         OpenWhiskClient::new(
             &OpenWhiskConfig {
                 api_host: Url::parse(api_host).unwrap(),

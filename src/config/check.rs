@@ -70,6 +70,13 @@ pub fn render_check(config: &Config) -> String {
     line("FIRE_CONCURRENCY", &fire.concurrency);
     line("FIRE_TIMEOUT_SECS", &fire.timeout.as_secs());
     line("FIRE_MAX_PAYLOAD_BYTES", &fire.max_payload_bytes);
+    if config.alarms.is_empty() {
+        line("ALARMS", &"(none)");
+    }
+    let now = chrono::Utc::now();
+    for alarm in &config.alarms {
+        line("ALARM", &alarm.describe(now));
+    }
     line("HTTP_PORT", &config.http_port);
     line(
         "LOG_FORMAT",

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 pub use check::render_check;
+pub(crate) use names::valid_entity_name;
 pub use variables::{help_text, unknown_variables};
 
 /// Keys every message fire sets itself; `FIRE_PARAMS` may not override them.
@@ -37,6 +38,8 @@ pub struct Config {
     /// `None` only in `--dry-run` without `OW_API_HOST`/`OW_AUTH`.
     pub openwhisk: Option<OpenWhiskConfig>,
     pub fire: FireConfig,
+    /// The cron alarms (`ALARM_CRON` and `ALARMS`), possibly none.
+    pub alarms: Vec<crate::alarm::Alarm>,
     pub http_port: u16,
     pub log_format: LogFormat,
     /// How long SIGTERM waits for fires in flight before leaving them to the broker.
@@ -208,6 +211,16 @@ fn parse(raw: env::RawEnv, dry_run: bool, problems: &mut Problems) -> Config {
         mqtt: parse_mqtt(&raw, mqtt_password, problems),
         openwhisk: parse_openwhisk(&raw, ow_auth, dry_run, problems),
         fire: parse_fire(&raw, problems),
+        alarms: crate::alarm::parse_alarms(
+            crate::alarm::SingleAlarmVars {
+                cron: raw.alarm_cron.as_deref(),
+                trigger: raw.alarm_trigger.as_deref(),
+                timezone: raw.alarm_timezone.as_deref(),
+                payload: raw.alarm_payload.as_deref(),
+            },
+            raw.alarms.as_deref(),
+            problems,
+        ),
         http_port: problems.parse(
             "HTTP_PORT",
             raw.http_port.as_deref(),

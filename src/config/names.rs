@@ -72,7 +72,7 @@ pub fn api_host(text: &str) -> Result<Url, String> {
 
 /// OpenWhisk's entity-name rule (`EntityPath.scala`): word characters, then also
 /// space, `@`, `.`, `&` and `-`; no trailing space; at most 256 characters.
-pub fn valid_entity_name(name: &str) -> bool {
+pub(crate) fn valid_entity_name(name: &str) -> bool {
     let word = |c: char| c.is_alphanumeric() || c == '_';
     let inner = |c: char| word(c) || matches!(c, '@' | ' ' | '.' | '&' | '-');
     let mut chars = name.chars();

@@ -133,6 +133,31 @@ pub const VARIABLES: &[Variable] = &[
         "OpenWhisk's payload limit; larger fires are rejected without being sent",
     ),
     var(
+        "ALARM_CRON",
+        "none",
+        "cron expression, 5 fields (minute precision) or 6 (leading seconds)",
+    ),
+    var(
+        "ALARM_TRIGGER",
+        "required with ALARM_CRON",
+        "trigger fired on schedule",
+    ),
+    var(
+        "ALARM_TIMEZONE",
+        "UTC",
+        "IANA zone the cron expression is read in, e.g. Europe/Rome",
+    ),
+    var(
+        "ALARM_PAYLOAD",
+        "{}",
+        "JSON object sent as the alarm fire's parameters",
+    ),
+    var(
+        "ALARMS",
+        "none",
+        "JSON array of {name, cron, trigger, timezone?, payload?} for several alarms",
+    ),
+    var(
         "HTTP_PORT",
         "3000",
         "port of /healthz, /readyz and /metrics",

@@ -1,0 +1,115 @@
+//! The command line: `--help`, configuration errors (exit 2), `--check`.
+
+use crate::harness::run_to_exit;
+
+#[tokio::test]
+async fn help_lists_every_variable_with_its_default() {
+    let out = run_to_exit(&["--help"], &[]).await;
+    assert!(out.status.success());
+    for expected in [
+        "MQTT_URL",
+        "MQTT_TOPICS",
+        "MQTT_QOS",
+        "[default: 1]",
+        "MQTT_CLIENT_ID",
+        "[default: mqtt-whisk-provider-<hostname>]",
+        "MQTT_CLEAN_SESSION",
+        "MQTT_CA_FILE",
+        "MQTT_KEEP_ALIVE_SECS",
+        "OW_API_HOST",
+        "OW_AUTH",
+        "OW_NAMESPACE",
+        "[default: _]",
+        "OW_INSECURE",
+        "OW_TRIGGER",
+        "FIRE_PARAMS",
+        "FIRE_CONCURRENCY",
+        "[default: 64]",
+        "FIRE_TIMEOUT_SECS",
+        "HTTP_PORT",
+        "[default: 3000]",
+        "LOG_FORMAT",
+        "--check",
+        "--dry-run",
+    ] {
+        assert!(
+            out.stdout.contains(expected),
+            "--help lacks {expected}:\n{}",
+            out.stdout
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_configuration_problem_is_reported_at_once_with_exit_2() {
+    let out = run_to_exit(
+        &[],
+        &[
+            ("MQTT_URL", "http://broker".into()),
+            ("MQTT_QOS", "7".into()),
+            ("FIRE_PARAMS", "{not json".into()),
+            ("OW_AUTH", "missing-colon-but-secret".into()),
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    for expected in [
+        "MQTT_URL: scheme must be mqtt:// or mqtts://",
+        "MQTT_TOPICS: required",
+        "MQTT_QOS: expected 0, 1 or 2",
+        "OW_API_HOST: required",
+        "OW_AUTH: expected the API key as uuid:key",
+        "OW_TRIGGER: required",
+        "FIRE_PARAMS: expected a JSON object",
+    ] {
+        assert!(
+            out.stderr.contains(expected),
+            "stderr lacks {expected:?}:\n{}",
+            out.stderr
+        );
+    }
+    assert!(!out.stderr.contains("missing-colon-but-secret"));
+}
+
+#[tokio::test]
+async fn check_prints_the_configuration_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth_file = dir.path().join("ow-auth");
+    std::fs::write(
+        &auth_file,
+        "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:TOPSECRETKEY\n",
+    )
+    .unwrap();
+    let out = run_to_exit(
+        &["--check"],
+        &[
+            (
+                "MQTT_URL",
+                "mqtt://dc1:BROKERPASSWORD@mosquitto:1883".into(),
+            ),
+            ("MQTT_TOPICS", "dc1/sensors/#".into()),
+            ("OW_API_HOST", "openwhisk.openwhisk.svc".into()),
+            ("OW_AUTH_FILE", auth_file.display().to_string()),
+            ("OW_TRIGGER", "addReadingToDbTrigger".into()),
+            ("MQTT_TOPIC", "typo".into()),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stdout.contains("https://openwhisk.openwhisk.svc"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("MQTT_USERNAME") && out.stdout.contains("dc1"));
+    assert!(
+        out.stdout.contains("warning: MQTT_TOPIC is not a variable"),
+        "{}",
+        out.stdout
+    );
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        !all.contains("TOPSECRETKEY") && !all.contains("BROKERPASSWORD"),
+        "{all}"
+    );
+}

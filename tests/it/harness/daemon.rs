@@ -1,0 +1,353 @@
+//! The real `mqtt-whisk-provider` binary as a child process: its logs, its HTTP endpoints,
+//! signals and exit.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+use super::wait::poll_until;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_mqtt-whisk-provider");
+/// Deadline for announcing the HTTP port, and for `run_to_exit`.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the output readers may lag behind an exit.
+const OUTPUT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Timeout of one request to the daemon's HTTP endpoints.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many log lines a panic message shows.
+const LOG_TAIL_LINES: usize = 200;
+
+/// A running daemon; SIGKILLed on drop if still running (`kill_on_drop`).
+pub struct Daemon {
+    child: Child,
+    pid: u32,
+    /// Port of the HTTP endpoints, read from the daemon's startup log line.
+    http_port: u16,
+    /// stdout and stderr, line by line, as they arrive.
+    lines: Arc<Mutex<Vec<String>>>,
+    /// Tasks copying stdout and stderr into `lines`; they end at EOF.
+    readers: Vec<JoinHandle<()>>,
+    http: reqwest::Client,
+}
+
+/// What a run to completion printed, and how it ended.
+#[derive(Debug)]
+pub struct Output {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Everything written to stdout (lossy UTF-8).
+    pub stdout: String,
+    /// Everything written to stderr (lossy UTF-8).
+    pub stderr: String,
+}
+
+impl Daemon {
+    /// Starts the daemon without arguments; see [`Daemon::spawn_with_args`].
+    pub async fn spawn(env: &[(&str, String)]) -> Daemon {
+        Daemon::spawn_with_args(&[], env).await
+    }
+
+    /// Starts the daemon with a clean environment: `PATH`, `LOG_FORMAT=json`, `HTTP_PORT=0`,
+    /// `RUST_LOG=info,mqtt_whisk_provider=debug`, then `env` (which overrides those), and
+    /// waits up to 20 s for the log line that announces its HTTP address.
+    ///
+    /// Set `TEST_LOG` to see its output on the test's stderr, prefixed with its pid.
+    pub async fn spawn_with_args(args: &[&str], env: &[(&str, String)]) -> Daemon {
+        let mut vars: BTreeMap<&str, String> = BTreeMap::from([
+            ("LOG_FORMAT", "json".to_string()),
+            ("HTTP_PORT", "0".to_string()),
+            ("RUST_LOG", "info,mqtt_whisk_provider=debug".to_string()),
+        ]);
+        vars.extend(env.iter().map(|(name, value)| (*name, value.clone())));
+        let mut child = command(args, vars)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mqtt-whisk-provider");
+        let pid = child.id().expect("the daemon's pid");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            copy_lines(
+                child.stdout.take().expect("piped stdout"),
+                pid,
+                Arc::clone(&lines),
+            ),
+            copy_lines(
+                child.stderr.take().expect("piped stderr"),
+                pid,
+                Arc::clone(&lines),
+            ),
+        ];
+        let mut daemon = Daemon {
+            child,
+            pid,
+            http_port: 0,
+            lines,
+            readers,
+            http: http_client(),
+        };
+        daemon.wait_for_http_port().await;
+        daemon
+    }
+
+    /// GET `path` (e.g. `/readyz`) on the daemon's HTTP port: status and body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        self.try_get(path)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} on the daemon (pid {}) failed: {e}", self.pid))
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let last = RefCell::new(None);
+        let ready = poll_until(timeout, || async {
+            let answer = self.try_get("/readyz").await.map_err(|e| e.to_string());
+            let ready = matches!(answer, Ok((200, _)));
+            *last.borrow_mut() = Some(answer);
+            ready
+        })
+        .await;
+        assert!(
+            ready,
+            "timed out after {timeout:?} waiting for the daemon to be ready; last /readyz: {:?}\n{}",
+            last.borrow(),
+            self.log_tail()
+        );
+    }
+
+    /// The value of the `/metrics` sample whose series (name and labels, exactly as
+    /// printed) is `name_with_labels`, e.g.
+    /// `mqtt_whisk_fires_total{kind="message",outcome="accepted",status="202"}`.
+    pub async fn metric(&self, name_with_labels: &str) -> Option<f64> {
+        let (status, body) = self.get("/metrics").await;
+        assert_eq!(status, 200, "GET /metrics answered {status}: {body}");
+        body.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.strip_prefix(name_with_labels)?.strip_prefix(' '))
+            .find_map(|rest| rest.split_whitespace().next()?.parse().ok())
+    }
+
+    /// Every line printed so far (stdout and stderr interleaved).
+    pub fn logs(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Every line printed so far, joined with newlines.
+    pub fn log_text(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a printed line contains `needle`.
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let found = poll_until(timeout, || {
+            let found = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|line| line.contains(needle));
+            std::future::ready(found)
+        })
+        .await;
+        assert!(
+            found,
+            "timed out after {timeout:?} waiting for a log line containing {needle:?}\n{}",
+            self.log_tail()
+        );
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends SIGTERM (graceful shutdown) unless the daemon has already been reaped.
+    pub fn sigterm(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Sends SIGKILL unless the daemon has already been reaped.
+    pub fn sigkill(&self) {
+        self.signal(libc::SIGKILL);
+    }
+
+    /// Waits for the daemon to exit (and for its last output), panicking after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let Ok(status) = tokio::time::timeout(timeout, self.child.wait()).await else {
+            panic!(
+                "the daemon (pid {}) did not exit within {timeout:?}\n{}",
+                self.pid,
+                self.log_tail()
+            );
+        };
+        let status = status.expect("wait for the daemon");
+        drain(&mut self.readers).await;
+        status
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // `id()` is None once the child has been reaped, when the pid may belong to another.
+        if let Some(pid) = self.child.id() {
+            // SAFETY: kill(2) on our own, not yet reaped, child.
+            unsafe { libc::kill(pid as libc::pid_t, signal) };
+        }
+    }
+
+    async fn try_get(&self, path: &str) -> Result<(u16, String), reqwest::Error> {
+        let url = format!("http://127.0.0.1:{}{path}", self.http_port);
+        let response = self.http.get(url).send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await?))
+    }
+
+    /// Reads the HTTP port from the startup log; panics with the output if the daemon
+    /// exits or stays silent.
+    async fn wait_for_http_port(&mut self) {
+        let mut port = None;
+        let mut exited = None;
+        poll_until(STARTUP_TIMEOUT, || {
+            port = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|line| http_port(line));
+            if port.is_none() {
+                exited = self.child.try_wait().expect("poll the daemon");
+            }
+            std::future::ready(port.is_some() || exited.is_some())
+        })
+        .await;
+        if let Some(port) = port {
+            self.http_port = port;
+            return;
+        }
+        if let Some(status) = exited {
+            drain(&mut self.readers).await;
+            panic!(
+                "the daemon exited ({status}) before announcing its HTTP port; output:\n{}",
+                self.log_tail()
+            );
+        }
+        panic!(
+            "timed out after {STARTUP_TIMEOUT:?} waiting for the daemon's \"http_addr\" log line; output:\n{}",
+            self.log_tail()
+        );
+    }
+
+    /// The last lines of output, for panic messages.
+    fn log_tail(&self) -> String {
+        let lines = self.lines.lock().unwrap();
+        let skipped = lines.len().saturating_sub(LOG_TAIL_LINES);
+        let tail = lines[skipped..].join("\n");
+        if skipped > 0 {
+            format!("[{skipped} earlier lines not shown]\n{tail}")
+        } else {
+            tail
+        }
+    }
+}
+
+/// A reqwest client for loopback HTTP: no proxy, a 10 s timeout.
+///
+/// The crate's own reqwest features (shared with the tests) include rustls without a crypto
+/// provider, and building a client then panics unless one is installed: this installs ring's.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(HTTP_TIMEOUT)
+        .build()
+        .expect("build an HTTP client")
+}
+
+/// Runs the binary to completion (`--help`, `--check`, configuration errors) with only
+/// `PATH` and `env` set; panics if it takes more than 20 s.
+pub async fn run_to_exit(args: &[&str], env: &[(&str, String)]) -> Output {
+    let vars = env
+        .iter()
+        .map(|(name, value)| (*name, value.clone()))
+        .collect();
+    let run = command(args, vars).output();
+    let Ok(output) = tokio::time::timeout(STARTUP_TIMEOUT, run).await else {
+        panic!("mqtt-whisk-provider {args:?} did not exit within {STARTUP_TIMEOUT:?}");
+    };
+    let output = output.expect("run mqtt-whisk-provider");
+    Output {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The binary with `args`, and an environment of only `PATH` plus `vars`.
+fn command(args: &[&str], vars: BTreeMap<&str, String>) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(vars)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// Copies `stream` line by line into `lines` (echoing to stderr if `TEST_LOG` is set).
+fn copy_lines(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+    pid: u32,
+    lines: Arc<Mutex<Vec<String>>>,
+) -> JoinHandle<()> {
+    let echo = std::env::var_os("TEST_LOG").is_some();
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stream);
+        let mut line = Vec::new();
+        while reader
+            .read_until(b'\n', &mut line)
+            .await
+            .is_ok_and(|n| n > 0)
+        {
+            let text = String::from_utf8_lossy(&line)
+                .trim_end_matches(['\r', '\n'])
+                .to_string();
+            if echo {
+                eprintln!("[{pid}] {text}");
+            }
+            lines.lock().unwrap().push(text);
+            line.clear();
+        }
+    })
+}
+
+/// Waits (boundedly) for the output readers to reach EOF.
+async fn drain(readers: &mut Vec<JoinHandle<()>>) {
+    for reader in readers.drain(..) {
+        let _ = tokio::time::timeout(OUTPUT_DRAIN_TIMEOUT, reader).await;
+    }
+}
+
+/// The port of an `"http_addr": "<ip>:<port>"` field in a JSON log line.
+fn http_port(line: &str) -> Option<u16> {
+    let event: Value = serde_json::from_str(line).ok()?;
+    let addr = find_field(event.get("fields")?, "http_addr")?;
+    addr.as_str()?.rsplit_once(':')?.1.parse().ok()
+}
+
+/// The first value named `name` anywhere inside `value`.
+fn find_field<'a>(value: &'a Value, name: &str) -> Option<&'a Value> {
+    match value {
+        Value::Object(fields) => fields
+            .get(name)
+            .or_else(|| fields.values().find_map(|v| find_field(v, name))),
+        Value::Array(items) => items.iter().find_map(|v| find_field(v, name)),
+        _ => None,
+    }
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: the real binary against a real Mosquitto and a fake OpenWhisk.
+
+mod harness;
+mod harness_selftest;
+mod scenario;
+
+mod alarms;
+mod at_least_once;
+mod cli;
+mod forward;
+mod memory;

@@ -1,0 +1,120 @@
+//! A ready-made world for end-to-end tests: a broker, a fake OpenWhisk with the trigger
+//! created, a publisher, and a daemon wired to them with a client id of its own.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rumqttc::QoS;
+
+use crate::harness::{
+    Broker, BrokerOptions, Daemon, FakeOpenWhisk, Publisher, delivered_sequence_numbers, unique_id,
+    wait_until,
+};
+
+pub const TRIGGER: &str = "addReadingToDbTrigger";
+pub const FILTER: &str = "dc1/sensors/#";
+
+pub struct Scenario {
+    pub broker: Broker,
+    pub ow: FakeOpenWhisk,
+    pub client_id: String,
+    pub extra_env: Vec<(&'static str, String)>,
+}
+
+impl Scenario {
+    /// Broker (persistent, unlimited queue so no test depends on Mosquitto's drop
+    /// policy) and fake OpenWhisk with an active rule on the trigger.
+    pub async fn start() -> Scenario {
+        Scenario::with_broker(BrokerOptions {
+            max_queued_messages: Some(0),
+            ..BrokerOptions::default()
+        })
+        .await
+    }
+
+    pub async fn with_broker(options: BrokerOptions) -> Scenario {
+        let broker = Broker::start(options).await;
+        let ow = FakeOpenWhisk::start().await;
+        ow.create_trigger(TRIGGER, true);
+        Scenario {
+            broker,
+            ow,
+            client_id: unique_id("provider"),
+            extra_env: Vec::new(),
+        }
+    }
+
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("MQTT_URL", self.broker.url()),
+            ("MQTT_TOPICS", FILTER.to_owned()),
+            ("MQTT_CLIENT_ID", self.client_id.clone()),
+            ("OW_API_HOST", self.ow.api_host()),
+            ("OW_AUTH", self.ow.auth()),
+            ("OW_TRIGGER", TRIGGER.to_owned()),
+            (
+                "FIRE_PARAMS",
+                r#"{"datacenter_id":"dc1","influx_url":"http://influxdb-dc1:8086"}"#.to_owned(),
+            ),
+        ];
+        env.extend(self.extra_env.iter().cloned());
+        env
+    }
+
+    /// Starts the provider and waits until its subscription is in place, so that
+    /// nothing published afterwards can miss the session.
+    pub async fn spawn_provider(&self) -> Daemon {
+        let daemon = Daemon::spawn(&self.env()).await;
+        daemon
+            .wait_for_log("\"subscribed\"", Duration::from_secs(30))
+            .await;
+        daemon
+    }
+
+    pub async fn publisher(&self) -> Publisher {
+        Publisher::connect(&self.broker.url(), &unique_id("publisher")).await
+    }
+
+    /// Waits until every sequence number in `0..count` was accepted at least once;
+    /// returns the number of duplicates. The full check parses every recorded fire, so it
+    /// runs only once enough fires were accepted.
+    pub async fn wait_delivered(&self, count: u64, timeout: Duration) -> usize {
+        let expected: BTreeSet<u64> = (0..count).collect();
+        let accepted = || self.ow.count_status(202) + self.ow.count_status(204);
+        wait_until(&format!("all {count} readings accepted"), timeout, || {
+            accepted() as u64 >= count
+                && delivered_sequence_numbers(&self.ow.accepted())
+                    .0
+                    .is_superset(&expected)
+        })
+        .await;
+        let (seen, duplicates) = delivered_sequence_numbers(&self.ow.accepted());
+        assert_eq!(seen, expected, "only published sequence numbers arrive");
+        duplicates
+    }
+
+    pub fn accepted_count(&self) -> usize {
+        delivered_sequence_numbers(&self.ow.accepted()).0.len()
+    }
+}
+
+/// The reading with sequence number `seq`, on one of ten sensor topics.
+pub fn reading(seq: u64) -> (String, String) {
+    (
+        format!("dc1/sensors/t{}", seq % 10),
+        format!(
+            r#"{{"seq":{seq},"datacenter_id":"dc1","temperature":21.5,"humidity":40,"gas_perc":3}}"#
+        ),
+    )
+}
+
+/// Publishes readings `range` at QoS 1 and waits until the broker acknowledged them all.
+pub async fn publish_readings(publisher: &Publisher, range: std::ops::Range<u64>) {
+    for seq in range {
+        let (topic, payload) = reading(seq);
+        publisher
+            .publish(&topic, payload, QoS::AtLeastOnce, false)
+            .await;
+    }
+    publisher.wait_all_acked(Duration::from_secs(60)).await;
+}
