@@ -87,10 +87,12 @@ impl App {
         let forwarder = Forwarder {
             deliverer,
             acker,
-            bodies: Arc::new(MessageBodies::new(&config.fire.params)),
+            bodies: MessageBodies::new(&config.fire.params),
             trigger: config.fire.trigger.as_str().into(),
             url: Arc::new(url),
             concurrency: config.fire.concurrency,
+            batch_max: config.fire.batch_max,
+            batch_wait: config.fire.batch_wait,
         };
         Ok(App {
             listener,

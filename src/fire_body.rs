@@ -20,8 +20,9 @@ pub struct MessageFields<'a> {
 
 #[derive(Serialize)]
 struct MessageJson<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
+    /// `"message"` for a fire of its own; absent inside a batch.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
     topic: &'a str,
     body: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -31,11 +32,40 @@ struct MessageJson<'a> {
     received_at: String,
 }
 
-/// Builds message fire bodies with the data center's parameters added.
+impl<'a> MessageJson<'a> {
+    fn new(message: &MessageFields<'a>, kind: Option<&'static str>) -> MessageJson<'a> {
+        let (body, encoding) = match std::str::from_utf8(message.payload) {
+            Ok(text) => (Cow::Borrowed(text), None),
+            Err(_) => (
+                Cow::Owned(base64::engine::general_purpose::STANDARD.encode(message.payload)),
+                Some("base64"),
+            ),
+        };
+        MessageJson {
+            kind,
+            topic: message.topic,
+            body,
+            encoding,
+            qos: message.qos,
+            retain: message.retain,
+            received_at: message
+                .received_at
+                .to_rfc3339_opts(SecondsFormat::Millis, true),
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, self).expect("serialising to a Vec cannot fail");
+    }
+}
+
+/// Builds message and batch fire bodies with the data center's parameters added.
 pub struct MessageBodies {
     /// `FIRE_PARAMS` members as JSON text without braces (`"a":1,"b":2`), or empty.
     params: String,
 }
+
+const BATCH_OPEN: &[u8] = br#"{"type":"batch","messages":["#;
 
 impl MessageBodies {
     pub fn new(params: &Map<String, Value>) -> MessageBodies {
@@ -48,35 +78,51 @@ impl MessageBodies {
     /// `{"type":"message","topic":…,"body":…,…, <FIRE_PARAMS>}`. A payload that is not
     /// UTF-8 travels base64-encoded with `"encoding":"base64"`.
     pub fn render(&self, message: &MessageFields<'_>) -> Bytes {
-        let (body, encoding) = match std::str::from_utf8(message.payload) {
-            Ok(text) => (Cow::Borrowed(text), None),
-            Err(_) => (
-                Cow::Owned(base64::engine::general_purpose::STANDARD.encode(message.payload)),
-                Some("base64"),
-            ),
+        let mut out = Vec::with_capacity(message.payload.len() + self.params.len() + 160);
+        MessageJson::new(message, Some("message")).write(&mut out);
+        self.close_with_params(out)
+    }
+
+    /// One message as an element of a batch: the message keys without `type`.
+    pub fn batch_entry(&self, message: &MessageFields<'_>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(message.payload.len() + 160);
+        MessageJson::new(message, None).write(&mut out);
+        out
+    }
+
+    /// Size of a batch body holding entries of `entries_len` bytes in total, `count` of them.
+    pub fn batch_len(&self, entries_len: usize, count: usize) -> usize {
+        let params = if self.params.is_empty() {
+            0
+        } else {
+            self.params.len() + 1
         };
-        let json = MessageJson {
-            kind: "message",
-            topic: message.topic,
-            body,
-            encoding,
-            qos: message.qos,
-            retain: message.retain,
-            received_at: message
-                .received_at
-                .to_rfc3339_opts(SecondsFormat::Millis, true),
-        };
-        let mut out = Vec::with_capacity(
-            message.payload.len() + message.topic.len() + self.params.len() + 128,
-        );
-        serde_json::to_writer(&mut out, &json).expect("serialising to a Vec cannot fail");
-        if !self.params.is_empty() {
-            out.pop();
-            out.push(b',');
-            out.extend_from_slice(self.params.as_bytes());
-            out.push(b'}');
+        BATCH_OPEN.len() + entries_len + count.saturating_sub(1) + 2 + params
+    }
+
+    /// `{"type":"batch","messages":[…],<FIRE_PARAMS>}`.
+    pub fn batch<'e>(&self, entries: impl ExactSizeIterator<Item = &'e [u8]>) -> Bytes {
+        let mut out = Vec::with_capacity(64 * 1024);
+        out.extend_from_slice(BATCH_OPEN);
+        for (i, entry) in entries.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(entry);
         }
-        Bytes::from(out)
+        out.extend_from_slice(b"]}");
+        self.close_with_params(out)
+    }
+
+    /// Replaces the closing brace of `object` with `,<FIRE_PARAMS>}`.
+    fn close_with_params(&self, mut object: Vec<u8>) -> Bytes {
+        if !self.params.is_empty() {
+            object.pop();
+            object.push(b',');
+            object.extend_from_slice(self.params.as_bytes());
+            object.push(b'}');
+        }
+        Bytes::from(object)
     }
 }
 
@@ -120,6 +166,43 @@ mod tests {
         assert_eq!(rendered["body"], "/wBB");
         assert_eq!(rendered["encoding"], "base64");
         assert!(rendered.get("encoding").is_some());
+    }
+
+    #[test]
+    fn batch_holds_the_message_keys_without_type_plus_fire_params() {
+        let bodies = MessageBodies::new(json!({"datacenter_id": "dc1"}).as_object().unwrap());
+        let entries = [
+            bodies.batch_entry(&fields(b"1")),
+            bodies.batch_entry(&fields(&[0xff])),
+        ];
+        let body = bodies.batch(entries.iter().map(Vec::as_slice));
+        let entries_len = entries.iter().map(Vec::len).sum();
+        assert_eq!(
+            body.len(),
+            bodies.batch_len(entries_len, 2),
+            "batch_len predicts the size"
+        );
+        let rendered: Value = serde_json::from_slice(&body).unwrap();
+        let message = |body: &str| {
+            json!({"topic": "dc1/sensors/t1", "body": body, "qos": 1, "retain": false,
+                   "received_at": "2026-11-24T03:00:00.123Z"})
+        };
+        let mut binary = message("/w==");
+        binary["encoding"] = json!("base64");
+        assert_eq!(
+            rendered,
+            json!({"type": "batch", "messages": [message("1"), binary], "datacenter_id": "dc1"})
+        );
+    }
+
+    #[test]
+    fn batch_len_is_exact_without_params_too() {
+        let bodies = MessageBodies::new(&Map::new());
+        let entry = bodies.batch_entry(&fields(b"x"));
+        assert_eq!(
+            bodies.batch(std::iter::once(entry.as_slice())).len(),
+            bodies.batch_len(entry.len(), 1)
+        );
     }
 
     #[test]

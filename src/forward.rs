@@ -1,10 +1,18 @@
 //! The message path: message -> fire -> ack. At most `FIRE_CONCURRENCY` fires are in
 //! flight; while all are busy the forwarder stops taking messages, which in turn stops
 //! the MQTT source from reading (back-pressure instead of an unbounded buffer).
+//!
+//! With `FIRE_BATCH_MAX` above 1, messages are gathered into batches: one fire carries up
+//! to that many, is sent when full, when `FIRE_BATCH_WAIT_MS` has passed since its first
+//! message, or before its JSON would pass `FIRE_MAX_PAYLOAD_BYTES`. Every message of a
+//! batch is acknowledged only once the batch's fire got a final answer.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
@@ -18,15 +26,26 @@ use crate::mqtt::{Acker, Message};
 pub struct Forwarder {
     pub deliverer: Arc<Deliverer>,
     pub acker: Acker,
-    pub bodies: Arc<MessageBodies>,
+    pub bodies: MessageBodies,
     pub trigger: Arc<str>,
     pub url: Arc<Url>,
     pub concurrency: usize,
+    pub batch_max: usize,
+    pub batch_wait: Duration,
+}
+
+/// The messages of one fire and its body.
+struct Outgoing {
+    kind: FireKind,
+    messages: Vec<Message>,
+    body: Bytes,
+    /// For logs: the topic, or the batch's first topic and size.
+    subject: String,
 }
 
 impl Forwarder {
-    /// Forwards until the source closes `messages_rx`; returns the tracker of fires still
-    /// in flight so shutdown can wait for them. Cancelling `abandon` stops retrying: the
+    /// Forwards until the source closes `messages_rx`; the fires still in flight are in
+    /// `fires`, so shutdown can wait for them. Cancelling `abandon` stops retrying: the
     /// unacknowledged messages stay with the broker.
     pub async fn run(
         self,
@@ -35,42 +54,115 @@ impl Forwarder {
         fires: TaskTracker,
     ) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
-        while let Some(message) = messages_rx.recv().await {
+        let mut batcher = Batcher::default();
+        loop {
+            let outgoing = if self.batch_max > 1 {
+                batcher.next(&self, &mut messages_rx).await
+            } else {
+                messages_rx.recv().await.map(|m| self.single(m))
+            };
+            let Some(outgoing) = outgoing else {
+                return;
+            };
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
             };
             let deliverer = self.deliverer.clone();
             let acker = self.acker.clone();
-            let bodies = self.bodies.clone();
             let trigger = self.trigger.clone();
             let url = self.url.clone();
             let abandon = abandon.clone();
             fires.spawn(async move {
                 let _in_flight = deliverer.metrics.in_flight();
-                let publish = &message.publish;
-                let body = bodies.render(&MessageFields {
-                    topic: &publish.topic,
-                    payload: &publish.payload,
-                    qos: publish.qos as u8,
-                    retain: publish.retain,
-                    received_at: message.received_at,
-                });
                 let fire = Fire {
-                    kind: FireKind::Message,
+                    kind: outgoing.kind,
                     trigger: &trigger,
                     url: &url,
-                    body,
-                    subject: &publish.topic,
+                    body: outgoing.body,
+                    subject: &outgoing.subject,
                     deadline: None,
                 };
                 tokio::select! {
                     delivered = deliverer.deliver(fire) => if delivered.is_final() {
-                        acker.ack(&message);
+                        outgoing.messages.iter().for_each(|m| acker.ack(m));
                     },
                     _ = abandon.cancelled() => {}
                 }
                 drop(permit);
             });
         }
+    }
+
+    fn single(&self, message: Message) -> Outgoing {
+        let body = self.bodies.render(&fields(&message));
+        Outgoing {
+            kind: FireKind::Message,
+            subject: message.publish.topic.clone(),
+            messages: vec![message],
+            body,
+        }
+    }
+}
+
+fn fields(message: &Message) -> MessageFields<'_> {
+    MessageFields {
+        topic: &message.publish.topic,
+        payload: &message.publish.payload,
+        qos: message.publish.qos as u8,
+        retain: message.publish.retain,
+        received_at: message.received_at,
+    }
+}
+
+/// Gathers messages into batches; keeps the message that did not fit for the next one.
+#[derive(Default)]
+struct Batcher {
+    carried: Option<(Message, Vec<u8>)>,
+}
+
+impl Batcher {
+    /// The next batch, or `None` once the source is closed and nothing is left.
+    async fn next(
+        &mut self,
+        forwarder: &Forwarder,
+        messages_rx: &mut mpsc::Receiver<Message>,
+    ) -> Option<Outgoing> {
+        let bodies = &forwarder.bodies;
+        let first = match self.carried.take() {
+            Some(carried) => carried,
+            None => {
+                let message = messages_rx.recv().await?;
+                let entry = bodies.batch_entry(&fields(&message));
+                (message, entry)
+            }
+        };
+        let deadline = Instant::now() + forwarder.batch_wait;
+        let mut entries_len = first.1.len();
+        let mut batch = vec![first];
+        while batch.len() < forwarder.batch_max {
+            let message = tokio::select! {
+                message = messages_rx.recv() => match message {
+                    Some(message) => message,
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            };
+            let entry = bodies.batch_entry(&fields(&message));
+            let grown = bodies.batch_len(entries_len + entry.len(), batch.len() + 1);
+            if grown > forwarder.deliverer.max_payload_bytes {
+                self.carried = Some((message, entry));
+                break;
+            }
+            entries_len += entry.len();
+            batch.push((message, entry));
+        }
+        let body = bodies.batch(batch.iter().map(|(_, entry)| entry.as_slice()));
+        let subject = format!("{} and {} more", batch[0].0.publish.topic, batch.len() - 1);
+        Some(Outgoing {
+            kind: FireKind::Batch,
+            messages: batch.into_iter().map(|(message, _)| message).collect(),
+            body,
+            subject,
+        })
     }
 }

@@ -14,6 +14,8 @@ use prometheus_client::registry::Registry;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FireKind {
     Message,
+    /// Several messages in one fire (`FIRE_BATCH_MAX` > 1).
+    Batch,
     Alarm,
 }
 
@@ -21,6 +23,7 @@ impl FireKind {
     fn label(self) -> &'static str {
         match self {
             FireKind::Message => "message",
+            FireKind::Batch => "batch",
             FireKind::Alarm => "alarm",
         }
     }

@@ -69,6 +69,8 @@ pub fn render_check(config: &Config) -> String {
     );
     line("FIRE_CONCURRENCY", &fire.concurrency);
     line("FIRE_TIMEOUT_SECS", &fire.timeout.as_secs());
+    line("FIRE_BATCH_MAX", &fire.batch_max);
+    line("FIRE_BATCH_WAIT_MS", &fire.batch_wait.as_millis());
     line("FIRE_MAX_PAYLOAD_BYTES", &fire.max_payload_bytes);
     if config.alarms.is_empty() {
         line("ALARMS", &"(none)");

@@ -31,6 +31,8 @@ pub struct RawEnv {
     pub fire_params: Option<String>,
     pub fire_concurrency: Option<String>,
     pub fire_timeout_secs: Option<String>,
+    pub fire_batch_max: Option<String>,
+    pub fire_batch_wait_ms: Option<String>,
     pub fire_max_payload_bytes: Option<String>,
     pub alarm_cron: Option<String>,
     pub alarm_trigger: Option<String>,

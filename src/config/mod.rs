@@ -100,6 +100,10 @@ pub struct FireConfig {
     pub params: Map<String, Value>,
     pub concurrency: usize,
     pub timeout: Duration,
+    /// Above 1, up to this many messages travel in one fire.
+    pub batch_max: usize,
+    /// How long a partial batch waits for more messages.
+    pub batch_wait: Duration,
     pub max_payload_bytes: usize,
 }
 
@@ -506,11 +510,31 @@ fn parse_fire(raw: &env::RawEnv, problems: &mut Problems) -> FireConfig {
     if timeout == 0 {
         problems.push("FIRE_TIMEOUT_SECS", "expected seconds, at least 1, got 0");
     }
+    let batch_max: usize = problems.parse(
+        "FIRE_BATCH_MAX",
+        raw.fire_batch_max.as_deref(),
+        1,
+        "a number from 1 to 10000",
+    );
+    if !(1..=10_000).contains(&batch_max) {
+        problems.push(
+            "FIRE_BATCH_MAX",
+            &format!("expected a number from 1 to 10000, got {batch_max}"),
+        );
+    }
+    let batch_wait_ms: u64 = problems.parse(
+        "FIRE_BATCH_WAIT_MS",
+        raw.fire_batch_wait_ms.as_deref(),
+        100,
+        "milliseconds",
+    );
     FireConfig {
         trigger,
         params,
         concurrency: concurrency.max(1),
         timeout: Duration::from_secs(timeout.max(1)),
+        batch_max: batch_max.max(1),
+        batch_wait: Duration::from_millis(batch_wait_ms),
         max_payload_bytes: problems.parse(
             "FIRE_MAX_PAYLOAD_BYTES",
             raw.fire_max_payload_bytes.as_deref(),

@@ -128,6 +128,16 @@ pub const VARIABLES: &[Variable] = &[
         "timeout of one fire request, in seconds",
     ),
     var(
+        "FIRE_BATCH_MAX",
+        "1",
+        "above 1: up to this many messages travel in one fire",
+    ),
+    var(
+        "FIRE_BATCH_WAIT_MS",
+        "100",
+        "how long a partial batch waits for more messages",
+    ),
+    var(
         "FIRE_MAX_PAYLOAD_BYTES",
         "1048576",
         "OpenWhisk's payload limit; larger fires are rejected without being sent",

@@ -6,6 +6,7 @@ mod scenario;
 
 mod alarms;
 mod at_least_once;
+mod batching;
 mod cli;
 mod forward;
 mod memory;
