@@ -10,3 +10,4 @@ mod batching;
 mod cli;
 mod forward;
 mod memory;
+mod observability;
