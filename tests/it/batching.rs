@@ -28,7 +28,6 @@ fn sizes(batches: &[RecordedFire]) -> Vec<usize> {
 }
 
 fn batching(scenario: &mut Scenario, max: usize, wait_ms: u64) {
-    scenario.batch_max = max as u64;
     scenario.extra_env.extend([
         ("FIRE_BATCH_MAX", max.to_string()),
         ("FIRE_BATCH_WAIT_MS", wait_ms.to_string()),

@@ -403,6 +403,26 @@ async fn fake_openwhisk_injects_faults_into_fires() {
     assert_eq!(statuses, [503, 502, 429, 0, 400, 202, 202, 202]);
 }
 
+#[tokio::test]
+async fn fake_openwhisk_keeps_the_delivered_sequence_numbers_up_to_date() {
+    let ow = FakeOpenWhisk::start().await;
+    ow.create_trigger("t", true);
+    let message = |seq: u64| json!({"type": "message", "body": format!(r#"{{"seq":{seq}}}"#)});
+    for seq in [3, 1, 3] {
+        assert_eq!(answer(fire(&ow, "_", "t").json(&message(seq))).await.0, 202);
+    }
+    ow.set_fault(Fault::Status(500));
+    assert_eq!(answer(fire(&ow, "_", "t").json(&message(9))).await.0, 500);
+
+    let (delivered, duplicates) = ow.delivered();
+    assert_eq!(delivered.iter().copied().collect::<Vec<_>>(), [1, 3]);
+    assert_eq!(duplicates, 1);
+    assert_eq!(
+        delivered_sequence_numbers(&ow.accepted()),
+        (delivered, duplicates)
+    );
+}
+
 #[test]
 fn delivered_sequence_numbers_reads_message_and_batch_fires() {
     let message =

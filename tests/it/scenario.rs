@@ -7,8 +7,7 @@ use std::time::Duration;
 use rumqttc::QoS;
 
 use crate::harness::{
-    Broker, BrokerOptions, Daemon, FakeOpenWhisk, Publisher, delivered_sequence_numbers, unique_id,
-    wait_until,
+    Broker, BrokerOptions, Daemon, FakeOpenWhisk, Publisher, unique_id, wait_until,
 };
 
 pub const TRIGGER: &str = "addReadingToDbTrigger";
@@ -19,8 +18,6 @@ pub struct Scenario {
     pub ow: FakeOpenWhisk,
     pub client_id: String,
     pub extra_env: Vec<(&'static str, String)>,
-    /// Most messages one fire carries (`FIRE_BATCH_MAX`), for cheap progress checks.
-    pub batch_max: u64,
 }
 
 impl Scenario {
@@ -43,7 +40,6 @@ impl Scenario {
             ow,
             client_id: unique_id("provider"),
             extra_env: Vec::new(),
-            batch_max: 1,
         }
     }
 
@@ -79,25 +75,20 @@ impl Scenario {
     }
 
     /// Waits until every sequence number in `0..count` was accepted at least once;
-    /// returns the number of duplicates. The full check parses every recorded fire, so it
-    /// runs only once enough fires were accepted to carry them all.
+    /// returns the number of duplicates.
     pub async fn wait_delivered(&self, count: u64, timeout: Duration) -> usize {
         let expected: BTreeSet<u64> = (0..count).collect();
-        let accepted = || self.ow.count_status(202) + self.ow.count_status(204);
         wait_until(&format!("all {count} readings accepted"), timeout, || {
-            accepted() as u64 * self.batch_max >= count
-                && delivered_sequence_numbers(&self.ow.accepted())
-                    .0
-                    .is_superset(&expected)
+            self.ow.delivered().0.len() as u64 >= count
         })
         .await;
-        let (seen, duplicates) = delivered_sequence_numbers(&self.ow.accepted());
+        let (seen, duplicates) = self.ow.delivered();
         assert_eq!(seen, expected, "only published sequence numbers arrive");
         duplicates
     }
 
     pub fn accepted_count(&self) -> usize {
-        delivered_sequence_numbers(&self.ow.accepted()).0.len()
+        self.ow.delivered().0.len()
     }
 }
 

@@ -3,14 +3,13 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::process::{ExitStatus, Stdio};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
-use tokio::task::JoinHandle;
 
 use super::wait::poll_until;
 
@@ -24,15 +23,18 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many log lines a panic message shows.
 const LOG_TAIL_LINES: usize = 200;
 
-/// A running daemon; SIGKILLed on drop if still running (`kill_on_drop`).
+/// A running daemon; SIGKILLed on drop if still running.
 pub struct Daemon {
     child: Child,
+    /// Set once the child has been reaped: until then its pid cannot name another process.
+    exit_status: Option<ExitStatus>,
     pid: u32,
     /// Port of the HTTP endpoints, read from the daemon's startup log line.
     http_port: u16,
     /// stdout and stderr, line by line, as they arrive.
     lines: Arc<Mutex<Vec<String>>>,
-    /// Tasks copying stdout and stderr into `lines`; they end at EOF.
+    /// Threads copying stdout and stderr into `lines` (so a busy test thread never lets
+    /// the pipes fill up and block the daemon); they end at EOF.
     readers: Vec<JoinHandle<()>>,
     http: reqwest::Client,
 }
@@ -71,7 +73,7 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn mqtt-whisk-provider");
-        let pid = child.id().expect("the daemon's pid");
+        let pid = child.id();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let readers = vec![
             copy_lines(
@@ -87,6 +89,7 @@ impl Daemon {
         ];
         let mut daemon = Daemon {
             child,
+            exit_status: None,
             pid,
             http_port: 0,
             lines,
@@ -168,36 +171,49 @@ impl Daemon {
         self.pid
     }
 
-    /// Sends SIGTERM (graceful shutdown) unless the daemon has already been reaped.
+    /// Sends SIGTERM (graceful shutdown) unless the daemon is known to have exited.
     pub fn sigterm(&self) {
         self.signal(libc::SIGTERM);
     }
 
-    /// Sends SIGKILL unless the daemon has already been reaped.
+    /// Sends SIGKILL unless the daemon is known to have exited.
     pub fn sigkill(&self) {
         self.signal(libc::SIGKILL);
     }
 
     /// Waits for the daemon to exit (and for its last output), panicking after `timeout`.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let Ok(status) = tokio::time::timeout(timeout, self.child.wait()).await else {
+        poll_until(timeout, || std::future::ready(self.try_reap().is_some())).await;
+        let Some(status) = self.exit_status else {
             panic!(
                 "the daemon (pid {}) did not exit within {timeout:?}\n{}",
                 self.pid,
                 self.log_tail()
             );
         };
-        let status = status.expect("wait for the daemon");
-        drain(&mut self.readers).await;
+        self.drain_output().await;
         status
     }
 
     fn signal(&self, signal: libc::c_int) {
-        // `id()` is None once the child has been reaped, when the pid may belong to another.
-        if let Some(pid) = self.child.id() {
-            // SAFETY: kill(2) on our own, not yet reaped, child.
-            unsafe { libc::kill(pid as libc::pid_t, signal) };
+        if self.exit_status.is_none() {
+            // SAFETY: kill(2) on our own child, not reaped yet, so the pid is still its own.
+            unsafe { libc::kill(self.pid as libc::pid_t, signal) };
         }
+    }
+
+    /// The exit status, reaping the child if it has exited.
+    fn try_reap(&mut self) -> Option<ExitStatus> {
+        if self.exit_status.is_none() {
+            self.exit_status = self.child.try_wait().expect("poll the daemon");
+        }
+        self.exit_status
+    }
+
+    /// Waits (boundedly) for the output threads to reach EOF after an exit.
+    async fn drain_output(&self) {
+        let finished = || self.readers.iter().all(|reader| reader.is_finished());
+        poll_until(OUTPUT_DRAIN_TIMEOUT, || std::future::ready(finished())).await;
     }
 
     async fn try_get(&self, path: &str) -> Result<(u16, String), reqwest::Error> {
@@ -211,7 +227,6 @@ impl Daemon {
     /// exits or stays silent.
     async fn wait_for_http_port(&mut self) {
         let mut port = None;
-        let mut exited = None;
         poll_until(STARTUP_TIMEOUT, || {
             port = self
                 .lines
@@ -219,18 +234,15 @@ impl Daemon {
                 .unwrap()
                 .iter()
                 .find_map(|line| http_port(line));
-            if port.is_none() {
-                exited = self.child.try_wait().expect("poll the daemon");
-            }
-            std::future::ready(port.is_some() || exited.is_some())
+            std::future::ready(port.is_some() || self.try_reap().is_some())
         })
         .await;
         if let Some(port) = port {
             self.http_port = port;
             return;
         }
-        if let Some(status) = exited {
-            drain(&mut self.readers).await;
+        if let Some(status) = self.exit_status {
+            self.drain_output().await;
             panic!(
                 "the daemon exited ({status}) before announcing its HTTP port; output:\n{}",
                 self.log_tail()
@@ -255,6 +267,15 @@ impl Daemon {
     }
 }
 
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.try_reap().is_none() {
+            self.sigkill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A reqwest client for loopback HTTP: no proxy, a 10 s timeout.
 ///
 /// The crate's own reqwest features (shared with the tests) include rustls without a crypto
@@ -275,7 +296,9 @@ pub async fn run_to_exit(args: &[&str], env: &[(&str, String)]) -> Output {
         .iter()
         .map(|(name, value)| (*name, value.clone()))
         .collect();
-    let run = command(args, vars).output();
+    let run = tokio::process::Command::from(command(args, vars))
+        .kill_on_drop(true)
+        .output();
     let Ok(output) = tokio::time::timeout(STARTUP_TIMEOUT, run).await else {
         panic!("mqtt-whisk-provider {args:?} did not exit within {STARTUP_TIMEOUT:?}");
     };
@@ -295,26 +318,21 @@ fn command(args: &[&str], vars: BTreeMap<&str, String>) -> Command {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .envs(vars)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+        .stdin(Stdio::null());
     command
 }
 
 /// Copies `stream` line by line into `lines` (echoing to stderr if `TEST_LOG` is set).
 fn copy_lines(
-    stream: impl AsyncRead + Unpin + Send + 'static,
+    stream: impl Read + Send + 'static,
     pid: u32,
     lines: Arc<Mutex<Vec<String>>>,
 ) -> JoinHandle<()> {
     let echo = std::env::var_os("TEST_LOG").is_some();
-    tokio::spawn(async move {
+    std::thread::spawn(move || {
         let mut reader = BufReader::new(stream);
         let mut line = Vec::new();
-        while reader
-            .read_until(b'\n', &mut line)
-            .await
-            .is_ok_and(|n| n > 0)
-        {
+        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
             let text = String::from_utf8_lossy(&line)
                 .trim_end_matches(['\r', '\n'])
                 .to_string();
@@ -325,13 +343,6 @@ fn copy_lines(
             line.clear();
         }
     })
-}
-
-/// Waits (boundedly) for the output readers to reach EOF.
-async fn drain(readers: &mut Vec<JoinHandle<()>>) {
-    for reader in readers.drain(..) {
-        let _ = tokio::time::timeout(OUTPUT_DRAIN_TIMEOUT, reader).await;
-    }
 }
 
 /// The port of an `"http_addr": "<ip>:<port>"` field in a JSON log line.

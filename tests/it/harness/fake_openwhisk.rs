@@ -19,6 +19,7 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde_json::{Map, Value, json};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -76,6 +77,9 @@ pub struct RecordedFire {
 pub struct FakeOpenWhisk {
     shared: Arc<Shared>,
     port: u16,
+    /// The server's own runtime (one worker thread), so that a test busy polling cannot
+    /// stall it; `None` only while dropping.
+    runtime: Option<Runtime>,
     /// The accept loop; `None` while connections are refused.
     server: Mutex<Option<Server>>,
 }
@@ -100,7 +104,11 @@ struct Shared {
 struct State {
     /// Triggers of `namespace`, by name.
     triggers: HashMap<String, Trigger>,
-    fires: Vec<RecordedFire>,
+    /// Shared with snapshots, so that copying them out holds the lock only briefly.
+    fires: Vec<Arc<RecordedFire>>,
+    /// `delivered_sequence_numbers` of the accepted fires, kept up to date.
+    delivered: BTreeSet<u64>,
+    duplicates: usize,
     fault: Fault,
     fires_per_minute: Option<u32>,
     /// The throttle's fixed window: (epoch minute, fires counted in it).
@@ -146,17 +154,22 @@ impl FakeOpenWhisk {
             in_flight: AtomicUsize::new(0),
             state: Mutex::new(State::default()),
         });
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the fake OpenWhisk");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake OpenWhisk");
         let port = listener
             .local_addr()
             .expect("fake OpenWhisk address")
             .port();
-        let server = Server::spawn(listener, Arc::clone(&shared));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("fake-openwhisk")
+            .enable_all()
+            .build()
+            .expect("start the fake OpenWhisk's runtime");
+        let server = Server::spawn(&runtime, listener, Arc::clone(&shared));
         FakeOpenWhisk {
             shared,
             port,
+            runtime: Some(runtime),
             server: Mutex::new(Some(server)),
         }
     }
@@ -232,29 +245,32 @@ impl FakeOpenWhisk {
             bound,
             "fake OpenWhisk could not listen on {addr} again within {REBIND_TIMEOUT:?}"
         );
-        let listener = listener.unwrap();
-        listener
-            .set_nonblocking(true)
-            .expect("make the listener non-blocking");
-        let listener = TcpListener::from_std(listener).expect("register the listener with tokio");
-        let server = Server::spawn(listener, Arc::clone(&self.shared));
+        let runtime = self.runtime.as_ref().expect("the fake OpenWhisk's runtime");
+        let server = Server::spawn(runtime, listener.unwrap(), Arc::clone(&self.shared));
         *self.server.lock().unwrap() = Some(server);
     }
 
     /// Every fire attempt so far, in arrival order, failed ones included.
     pub fn fires(&self) -> Vec<RecordedFire> {
-        self.state().fires.clone()
+        let snapshot = self.state().fires.clone();
+        snapshot
+            .iter()
+            .map(|fire| RecordedFire::clone(fire))
+            .collect()
     }
 
     /// The fires OpenWhisk accepted (202 or 204).
     pub fn accepted(&self) -> Vec<RecordedFire> {
+        let snapshot = self.state().fires.clone();
+        let accepted = snapshot.iter().filter(|fire| is_accepted(fire));
+        accepted.map(|fire| RecordedFire::clone(fire)).collect()
+    }
+
+    /// What [`delivered_sequence_numbers`] says about [`FakeOpenWhisk::accepted`], but kept
+    /// up to date as fires arrive: cheap to poll even with 100,000 fires.
+    pub fn delivered(&self) -> (BTreeSet<u64>, usize) {
         let state = self.state();
-        state
-            .fires
-            .iter()
-            .filter(|f| is_accepted(f))
-            .cloned()
-            .collect()
+        (state.delivered.clone(), state.duplicates)
     }
 
     /// How many fires were answered with `status`.
@@ -278,9 +294,9 @@ impl FakeOpenWhisk {
 
 impl Drop for FakeOpenWhisk {
     fn drop(&mut self) {
-        if let Some(server) = self.server.lock().unwrap().take() {
-            // Dropping the accept loop drops its JoinSet, which aborts the connections.
-            server.task.abort();
+        // Stops every task: the accept loop, the connections and the handlers.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 }
@@ -293,19 +309,8 @@ pub fn delivered_sequence_numbers(fires: &[RecordedFire]) -> (BTreeSet<u64>, usi
     let mut seen = BTreeSet::new();
     let mut duplicates = 0;
     for fire in fires.iter().filter(|f| is_accepted(f)) {
-        let messages = match fire.body.get("messages").and_then(Value::as_array) {
-            Some(batch) => batch.iter().collect(),
-            None => vec![&fire.body],
-        };
-        for message in messages {
-            let seq = message
-                .get("body")
-                .and_then(Value::as_str)
-                .and_then(|body| serde_json::from_str::<Value>(body).ok())
-                .and_then(|payload| payload.get("seq").and_then(Value::as_u64));
-            if let Some(seq) = seq
-                && !seen.insert(seq)
-            {
+        for seq in sequence_numbers(&fire.body) {
+            if !seen.insert(seq) {
                 duplicates += 1;
             }
         }
@@ -313,14 +318,33 @@ pub fn delivered_sequence_numbers(fires: &[RecordedFire]) -> (BTreeSet<u64>, usi
     (seen, duplicates)
 }
 
+/// The `seq` of a message fire's payload, or of each message of a batch fire.
+fn sequence_numbers(fire_body: &Value) -> Vec<u64> {
+    let messages = match fire_body.get("messages").and_then(Value::as_array) {
+        Some(batch) => batch.iter().collect(),
+        None => vec![fire_body],
+    };
+    let seq = |message: &Value| {
+        let payload: Value = serde_json::from_str(message.get("body")?.as_str()?).ok()?;
+        payload.get("seq")?.as_u64()
+    };
+    messages.into_iter().filter_map(seq).collect()
+}
+
 fn is_accepted(fire: &RecordedFire) -> bool {
     matches!(fire.status, 202 | 204)
 }
 
 impl Server {
-    fn spawn(listener: TcpListener, shared: Arc<Shared>) -> Server {
+    fn spawn(runtime: &Runtime, listener: std::net::TcpListener, shared: Arc<Shared>) -> Server {
+        listener
+            .set_nonblocking(true)
+            .expect("make the listener non-blocking");
         let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(accept_loop(listener, shared, stop_rx));
+        let task = runtime.spawn(async move {
+            let listener = TcpListener::from_std(listener).expect("register the listener");
+            accept_loop(listener, shared, stop_rx).await;
+        });
         Server { stop_tx, task }
     }
 }
@@ -496,7 +520,15 @@ impl TriggerRequest<'_> {
             status,
             at,
         };
-        self.shared.state.lock().unwrap().fires.push(fire);
+        let mut state = self.shared.state.lock().unwrap();
+        if is_accepted(&fire) {
+            for seq in sequence_numbers(&fire.body) {
+                if !state.delivered.insert(seq) {
+                    state.duplicates += 1;
+                }
+            }
+        }
+        state.fires.push(Arc::new(fire));
     }
 }
 

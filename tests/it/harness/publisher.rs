@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tokio::task::JoinHandle;
+use tokio::runtime::Runtime;
 
 use super::wait::poll_until;
 
@@ -26,13 +26,15 @@ struct Progress {
     last_error: Mutex<Option<String>>,
 }
 
-/// A connected publisher; its event loop runs in a background task aborted on drop.
+/// A connected publisher; stops its event loop on drop.
 pub struct Publisher {
     client: AsyncClient,
     /// QoS >= 1 publishes handed to the client so far.
     sent: AtomicU64,
     progress: Arc<Progress>,
-    event_loop: JoinHandle<()>,
+    /// Runs the event loop on its own thread, so that a test busy publishing or polling
+    /// cannot stall it; `None` only while dropping.
+    runtime: Option<Runtime>,
 }
 
 impl Publisher {
@@ -47,8 +49,14 @@ impl Publisher {
         let (client, mut event_loop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
         let progress = Arc::new(Progress::default());
 
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("publisher")
+            .enable_all()
+            .build()
+            .expect("start the publisher's runtime");
         let reporter = Arc::clone(&progress);
-        let event_loop = tokio::spawn(async move {
+        runtime.spawn(async move {
             loop {
                 match event_loop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -72,7 +80,7 @@ impl Publisher {
             client,
             sent: AtomicU64::new(0),
             progress,
-            event_loop,
+            runtime: Some(runtime),
         };
         let connected = poll_until(CONNECT_TIMEOUT, || {
             std::future::ready(publisher.progress.connected.load(Ordering::SeqCst))
@@ -120,7 +128,9 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
-        self.event_loop.abort();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
