@@ -86,6 +86,7 @@ struct Inner {
     alarm_fires: Family<AlarmLabels, Counter>,
     mqtt_connected: Gauge,
     mqtt_reconnects: Counter,
+    messages_deferred: Counter,
     namespace_pauses: Counter,
 }
 
@@ -105,6 +106,7 @@ impl Default for Metrics {
             alarm_fires: Family::default(),
             mqtt_connected: Gauge::default(),
             mqtt_reconnects: Counter::default(),
+            messages_deferred: Counter::default(),
             namespace_pauses: Counter::default(),
             registry: Registry::default(),
         };
@@ -142,6 +144,11 @@ impl Default for Metrics {
             "mqtt_reconnects",
             "Broker connections lost",
             inner.mqtt_reconnects.clone(),
+        );
+        registry.register(
+            "messages_deferred",
+            "Messages left unacknowledged with the broker while fires were not finishing; a reconnect brings them back",
+            inner.messages_deferred.clone(),
         );
         registry.register(
             "namespace_pauses",
@@ -204,6 +211,10 @@ impl Metrics {
 
     pub fn mqtt_reconnect(&self) {
         self.0.mqtt_reconnects.inc();
+    }
+
+    pub fn message_deferred(&self) {
+        self.0.messages_deferred.inc();
     }
 
     pub fn namespace_paused(&self) {

@@ -83,6 +83,9 @@ pub struct MqttSource {
     metrics: Metrics,
     connected: bool,
     subscribed_once: bool,
+    keep_alive: Duration,
+    /// Set when the provider itself closed the connection to collect deferred messages.
+    reconnecting: bool,
 }
 
 impl MqttSource {
@@ -128,6 +131,8 @@ impl MqttSource {
             metrics,
             connected: false,
             subscribed_once: false,
+            keep_alive: config.keep_alive,
+            reconnecting: false,
         };
         Ok((source, acker))
     }
@@ -136,6 +141,11 @@ impl MqttSource {
     /// there is the back-pressure that bounds memory. Once `stop_intake` is cancelled new
     /// publishes are left unacknowledged (the broker keeps them), and once `fires_done`
     /// is cancelled the pending acks are flushed and the connection closed cleanly.
+    ///
+    /// A wait for room longer than half the keep-alive would starve the connection (only
+    /// `poll()` sends pings), so the source then *defers*: it keeps polling but leaves new
+    /// publishes unacknowledged with the broker, and once the forwarder has room again it
+    /// reconnects, which makes the broker resend them (`reference/mqtt.md`, recipe 5).
     pub async fn run(
         mut self,
         messages_tx: mpsc::Sender<Message>,
@@ -145,6 +155,7 @@ impl MqttSource {
         let mut messages_tx = Some(messages_tx);
         let mut backoff = reconnect_backoff();
         let mut disconnecting = false;
+        let mut deferring = false;
         loop {
             let event = tokio::select! {
                 _ = fires_done.cancelled(), if !disconnecting => {
@@ -157,6 +168,14 @@ impl MqttSource {
                 _ = stop_intake.cancelled(), if messages_tx.is_some() => {
                     // Dropping the sender lets the forwarder see the end of the stream.
                     messages_tx = None;
+                    deferring = false;
+                    continue;
+                }
+                _ = room(messages_tx.as_ref()), if deferring => {
+                    deferring = false;
+                    self.reconnecting = true;
+                    tracing::info!("fires are finishing again; reconnecting to collect the deferred messages");
+                    let _ = self.client.try_disconnect();
                     continue;
                 }
                 event = self.eventloop.poll() => event,
@@ -172,6 +191,10 @@ impl MqttSource {
                         continue; // shutting down: left with the broker, redelivered later
                     };
                     self.metrics.message_received(&self.filters, &publish.topic);
+                    if deferring {
+                        self.metrics.message_deferred();
+                        continue;
+                    }
                     let message = Message {
                         publish,
                         received_at: Utc::now(),
@@ -179,10 +202,17 @@ impl MqttSource {
                     };
                     tokio::select! {
                         sent = tx.send(message) => if sent.is_err() { return },
+                        _ = tokio::time::sleep(self.keep_alive / 2) => {
+                            deferring = true;
+                            self.metrics.message_deferred();
+                            tracing::warn!(
+                                "fires are not finishing: new messages stay with the broker until they do"
+                            );
+                        }
                         _ = stop_intake.cancelled() => {}
                     }
                 }
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) if disconnecting => {
                     tracing::info!("disconnected from the MQTT broker");
                     return;
                 }
@@ -255,12 +285,23 @@ impl MqttSource {
         self.health.set_broker(BrokerState::Disconnected);
         self.metrics.mqtt_connected(false);
         let hint = connection_hint(error);
-        if std::mem::take(&mut self.connected) {
+        if std::mem::take(&mut self.reconnecting) {
+            tracing::info!("reconnecting to the MQTT broker");
+            self.connected = false;
+        } else if std::mem::take(&mut self.connected) {
             self.metrics.mqtt_reconnect();
             tracing::warn!(%error, hint, "lost the MQTT broker; reconnecting");
         } else {
             tracing::debug!(%error, hint, "MQTT broker still unreachable; retrying");
         }
+    }
+}
+
+/// Completes when the forwarder can take a message (never once the stream is closed).
+async fn room(messages_tx: Option<&mpsc::Sender<Message>>) {
+    match messages_tx {
+        Some(tx) => drop(tx.reserve().await),
+        None => std::future::pending().await,
     }
 }
 

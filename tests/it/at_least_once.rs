@@ -203,3 +203,41 @@ async fn sigterm_finishes_fires_in_flight_exits_0_and_leaves_the_rest_with_the_b
         "every fire finished before exit was acknowledged before exit"
     );
 }
+
+#[tokio::test]
+async fn a_long_stall_defers_messages_to_the_broker_instead_of_starving_the_connection() {
+    // A wide broker window and few fires in flight: the provider holds far less than the
+    // broker sends, and answers slower than 1.5 keep-alives (when Mosquitto drops a
+    // silent client) keep every fire busy.
+    let mut scenario = Scenario::with_broker(crate::harness::BrokerOptions {
+        max_queued_messages: Some(0),
+        max_inflight_messages: Some(1000),
+        ..Default::default()
+    })
+    .await;
+    scenario.extra_env.extend([
+        ("FIRE_CONCURRENCY", "4".to_owned()),
+        ("MQTT_KEEP_ALIVE_SECS", "5".to_owned()),
+    ]);
+    scenario.ow.set_fault(Fault::Slow(Duration::from_secs(9)));
+    let provider = scenario.spawn_provider().await;
+    let publisher = scenario.publisher().await;
+    publish_readings(&publisher, 0..200).await;
+    wait_until_async("messages deferred", DEADLINE, || async {
+        provider
+            .metric("mqtt_whisk_messages_deferred_total")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    })
+    .await;
+    scenario.ow.set_fault(Fault::None);
+    let duplicates = scenario.wait_delivered(200, DEADLINE).await;
+    eprintln!("long stall: 200 readings delivered, {duplicates} duplicates");
+    assert!(
+        !scenario.broker.log().contains("exceeded timeout"),
+        "the broker dropped the provider for silence:\n{}",
+        scenario.broker.log()
+    );
+    assert!(!provider.log_text().contains("lost the MQTT broker"));
+}

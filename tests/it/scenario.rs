@@ -7,7 +7,7 @@ use std::time::Duration;
 use rumqttc::QoS;
 
 use crate::harness::{
-    Broker, BrokerOptions, Daemon, FakeOpenWhisk, Publisher, unique_id, wait_until,
+    Broker, BrokerOptions, Daemon, FakeOpenWhisk, Publisher, poll_until, unique_id,
 };
 
 pub const TRIGGER: &str = "addReadingToDbTrigger";
@@ -78,11 +78,23 @@ impl Scenario {
     /// returns the number of duplicates.
     pub async fn wait_delivered(&self, count: u64, timeout: Duration) -> usize {
         let expected: BTreeSet<u64> = (0..count).collect();
-        wait_until(&format!("all {count} readings accepted"), timeout, || {
-            self.ow.delivered().0.len() as u64 >= count
+        let all_there = poll_until(timeout, || {
+            std::future::ready(self.ow.delivered().0.len() as u64 >= count)
         })
         .await;
         let (seen, duplicates) = self.ow.delivered();
+        if !all_there {
+            let missing: Vec<u64> = expected.difference(&seen).take(20).copied().collect();
+            let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+            for fire in self.ow.fires() {
+                *statuses.entry(fire.status).or_default() += 1;
+            }
+            panic!(
+                "timed out after {timeout:?}: {} of {count} readings accepted; first missing \
+                 {missing:?}; fire attempts by status {statuses:?}",
+                seen.len()
+            );
+        }
         assert_eq!(seen, expected, "only published sequence numbers arrive");
         duplicates
     }
