@@ -11,3 +11,4 @@ mod cli;
 mod forward;
 mod memory;
 mod observability;
+mod packaging;
