@@ -15,7 +15,7 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value};
 
-use crate::config::{Problems, valid_entity_name};
+use crate::config::{Problems, json_kind, valid_entity_name};
 pub use runner::run_alarm;
 pub use schedule::Schedule;
 
@@ -334,17 +334,6 @@ fn unknown_zone(text: &str) -> String {
             zone.name()
         ),
         None => format!("unknown IANA time zone {text:?}, e.g. Europe/Rome"),
-    }
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -149,6 +149,28 @@ impl Problems {
         }
     }
 
+    /// Like [`Problems::parse`], and the value must also lie in `range`.
+    fn parse_in<T>(
+        &mut self,
+        variable: &str,
+        raw: Option<&str>,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+        unit: &str,
+    ) -> T
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        let expected = format!("{unit} from {} to {}", range.start(), range.end());
+        let value = self.parse(variable, raw, default, &expected);
+        if range.contains(&value) {
+            value
+        } else {
+            self.push(variable, &format!("expected {expected}, got {value}"));
+            default
+        }
+    }
+
     fn required<'a>(
         &mut self,
         variable: &str,
@@ -298,28 +320,17 @@ fn parse_mqtt(raw: &env::RawEnv, password: Option<String>, problems: &mut Proble
             }
         }
     }
-    config.qos = problems.parse("MQTT_QOS", raw.mqtt_qos.as_deref(), 1u8, "0, 1 or 2");
-    if config.qos > 2 {
-        problems.push(
-            "MQTT_QOS",
-            &format!("expected 0, 1 or 2, got {}", config.qos),
-        );
-    }
+    config.qos = problems.parse_in("MQTT_QOS", raw.mqtt_qos.as_deref(), 1u8, 0..=2, "QoS");
     if let Some(id) = raw.mqtt_client_id.as_deref() {
         config.client_id = id.trim().to_owned();
     }
-    let keep_alive: u64 = problems.parse(
+    let keep_alive = problems.parse_in(
         "MQTT_KEEP_ALIVE_SECS",
         raw.mqtt_keep_alive_secs.as_deref(),
         30,
-        "seconds, at least 5",
+        5..=3600,
+        "seconds",
     );
-    if keep_alive < 5 {
-        problems.push(
-            "MQTT_KEEP_ALIVE_SECS",
-            &format!("expected seconds, at least 5, got {keep_alive}"),
-        );
-    }
     config.keep_alive = Duration::from_secs(keep_alive);
     config.credentials = credentials(raw, url_credentials, password, problems);
     let tls_files = [
@@ -489,39 +500,27 @@ fn parse_fire(raw: &env::RawEnv, problems: &mut Problems) -> FireConfig {
             &format!("key {key:?} collides with a key every message fire sets"),
         );
     }
-    let concurrency: usize = problems.parse(
+    let concurrency = problems.parse_in(
         "FIRE_CONCURRENCY",
         raw.fire_concurrency.as_deref(),
         64,
-        "a number from 1 to 10000",
+        1..=10_000,
+        "a number",
     );
-    if !(1..=10_000).contains(&concurrency) {
-        problems.push(
-            "FIRE_CONCURRENCY",
-            &format!("expected a number from 1 to 10000, got {concurrency}"),
-        );
-    }
-    let timeout: u64 = problems.parse(
+    let timeout = problems.parse_in(
         "FIRE_TIMEOUT_SECS",
         raw.fire_timeout_secs.as_deref(),
         30,
-        "seconds, at least 1",
+        1..=3600,
+        "seconds",
     );
-    if timeout == 0 {
-        problems.push("FIRE_TIMEOUT_SECS", "expected seconds, at least 1, got 0");
-    }
-    let batch_max: usize = problems.parse(
+    let batch_max = problems.parse_in(
         "FIRE_BATCH_MAX",
         raw.fire_batch_max.as_deref(),
         1,
-        "a number from 1 to 10000",
+        1..=10_000,
+        "a number",
     );
-    if !(1..=10_000).contains(&batch_max) {
-        problems.push(
-            "FIRE_BATCH_MAX",
-            &format!("expected a number from 1 to 10000, got {batch_max}"),
-        );
-    }
     let batch_wait_ms: u64 = problems.parse(
         "FIRE_BATCH_WAIT_MS",
         raw.fire_batch_wait_ms.as_deref(),
@@ -531,9 +530,9 @@ fn parse_fire(raw: &env::RawEnv, problems: &mut Problems) -> FireConfig {
     FireConfig {
         trigger,
         params,
-        concurrency: concurrency.max(1),
-        timeout: Duration::from_secs(timeout.max(1)),
-        batch_max: batch_max.max(1),
+        concurrency,
+        timeout: Duration::from_secs(timeout),
+        batch_max,
         batch_wait: Duration::from_millis(batch_wait_ms),
         max_payload_bytes: problems.parse(
             "FIRE_MAX_PAYLOAD_BYTES",
@@ -565,7 +564,8 @@ fn json_object(problems: &mut Problems, variable: &str, raw: Option<&str>) -> Ma
     }
 }
 
-fn json_kind(value: &Value) -> &'static str {
+/// How an error message names the kind of a JSON value ("an array").
+pub(crate) fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -56,7 +56,7 @@ async fn every_configuration_problem_is_reported_at_once_with_exit_2() {
     for expected in [
         "MQTT_URL: scheme must be mqtt:// or mqtts://",
         "MQTT_TOPICS: required",
-        "MQTT_QOS: expected 0, 1 or 2",
+        "MQTT_QOS: expected QoS from 0 to 2, got 7",
         "OW_API_HOST: required",
         "OW_AUTH: expected the API key as uuid:key",
         "OW_TRIGGER: required",
