@@ -5,6 +5,11 @@
 //! session, an old packet id names a different message, so acking it would delete a
 //! message never forwarded (`reference/mqtt.md`, trap E3). Acks from an earlier epoch
 //! are therefore dropped; the broker redelivers those messages instead.
+//!
+//! Acks do not go through rumqttc's request channel: `poll()` reads up to ten publishes
+//! per turn but writes one request, so under a flood the acks fell behind without bound
+//! (and Mosquitto 2.0.11's window bug makes floods happen). The source writes every
+//! queued ack straight to the connection instead, with one flush for all of them.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,23 +17,39 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
-    SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, PubAck, Publish,
+    QoS, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use secrecy::ExposeSecret;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{MqttConfig, MqttTls};
 use crate::health::{BrokerState, Health};
 use crate::metrics::Metrics;
 
-/// Room in rumqttc's request channel. Acks wait there until `poll()` writes them, and
-/// `poll()` may read publishes faster than it writes acks, so the room must cover every
-/// unacknowledged message: packet ids are 16 bits, so the broker can have at most 65,535
-/// QoS 1 messages out to us. A full channel would drop an ack, and the message would sit
-/// with the broker until the next reconnect. (The channel grows as it fills.)
-const REQUEST_CAPACITY: usize = u16::MAX as usize + 64;
+/// Acks waiting to be written, shared by the fire tasks and the source.
+#[derive(Default)]
+struct AckQueue {
+    state: Mutex<AckState>,
+    /// Wakes the source when an ack is queued.
+    ready: Notify,
+}
+
+/// The connection epoch and the packet ids to ack on it.
+#[derive(Default)]
+struct AckState {
+    epoch: u64,
+    pkids: Vec<u16>,
+}
+
+impl AckQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, AckState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 /// A message received from the broker, not yet acknowledged.
 pub struct Message {
@@ -39,26 +60,26 @@ pub struct Message {
 
 /// Acknowledges messages to the broker; cheap to clone.
 #[derive(Clone)]
-pub struct Acker {
-    client: AsyncClient,
-    epoch: Arc<Mutex<u64>>,
-}
+pub struct Acker(Arc<AckQueue>);
 
 impl Acker {
     /// Acks `message` if its connection epoch is still current; otherwise the broker
     /// redelivers it (a duplicate, never a loss).
     pub fn ack(&self, message: &Message) {
-        let epoch = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
-        if *epoch != message.epoch {
+        if message.publish.qos == QoS::AtMostOnce {
+            return;
+        }
+        let mut state = self.0.lock();
+        if state.epoch != message.epoch {
             tracing::debug!(
                 topic = message.publish.topic,
                 "ack skipped: connection changed since receipt"
             );
             return;
         }
-        if let Err(error) = self.client.try_ack(&message.publish) {
-            tracing::error!(%error, "ack not queued; the broker redelivers the message after a reconnect");
-        }
+        state.pkids.push(message.publish.pkid);
+        drop(state);
+        self.0.ready.notify_one();
     }
 }
 
@@ -76,7 +97,9 @@ pub fn subscription_qos(configured: u8) -> QoS {
 pub struct MqttSource {
     client: AsyncClient,
     eventloop: EventLoop,
-    epoch: Arc<Mutex<u64>>,
+    acks: Arc<AckQueue>,
+    /// Reused buffer for the packet ids being written.
+    writing: Vec<u16>,
     filters: Vec<String>,
     qos: QoS,
     health: Health,
@@ -115,16 +138,15 @@ impl MqttSource {
                 "MQTT_QOS=2 is subscribed as QoS 1 (rumqttc cannot resume QoS 2 sessions); delivery stays at least once"
             );
         }
-        let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
-        let epoch = Arc::new(Mutex::new(0));
-        let acker = Acker {
-            client: client.clone(),
-            epoch: epoch.clone(),
-        };
+        // Only subscriptions and the final disconnect use rumqttc's request channel.
+        let (client, eventloop) = AsyncClient::new(options, 16);
+        let acks = Arc::new(AckQueue::default());
+        let acker = Acker(acks.clone());
         let source = MqttSource {
             client,
             eventloop,
-            epoch,
+            acks,
+            writing: Vec::new(),
             filters: config.topics.clone(),
             qos: subscription_qos(config.qos),
             health,
@@ -156,10 +178,13 @@ impl MqttSource {
         let mut backoff = reconnect_backoff();
         let mut disconnecting = false;
         let mut deferring = false;
+        let acks = self.acks.clone();
         loop {
+            self.write_acks().await;
             let event = tokio::select! {
                 _ = fires_done.cancelled(), if !disconnecting => {
                     disconnecting = true;
+                    self.write_acks().await;
                     if !self.connected || self.client.try_disconnect().is_err() {
                         return;
                     }
@@ -175,9 +200,11 @@ impl MqttSource {
                     deferring = false;
                     self.reconnecting = true;
                     tracing::info!("fires are finishing again; reconnecting to collect the deferred messages");
+                    self.write_acks().await;
                     let _ = self.client.try_disconnect();
                     continue;
                 }
+                _ = acks.ready.notified() => continue,
                 event = self.eventloop.poll() => event,
             };
             match event {
@@ -198,18 +225,31 @@ impl MqttSource {
                     let message = Message {
                         publish,
                         received_at: Utc::now(),
-                        epoch: *self.epoch.lock().unwrap_or_else(|p| p.into_inner()),
+                        epoch: self.acks.lock().epoch,
                     };
-                    tokio::select! {
-                        sent = tx.send(message) => if sent.is_err() { return },
-                        _ = tokio::time::sleep(self.keep_alive / 2) => {
-                            deferring = true;
-                            self.metrics.message_deferred();
-                            tracing::warn!(
-                                "fires are not finishing: new messages stay with the broker until they do"
-                            );
+                    let stalled = tokio::time::sleep(self.keep_alive / 2);
+                    tokio::pin!(stalled);
+                    // Wait for room, writing acks meanwhile: they are what frees it.
+                    loop {
+                        tokio::select! {
+                            permit = tx.reserve() => {
+                                match permit {
+                                    Ok(permit) => permit.send(message),
+                                    Err(_) => return,
+                                }
+                                break;
+                            }
+                            _ = acks.ready.notified() => self.write_acks().await,
+                            _ = &mut stalled => {
+                                deferring = true;
+                                self.metrics.message_deferred();
+                                tracing::warn!(
+                                    "fires are not finishing: new messages stay with the broker until they do"
+                                );
+                                break;
+                            }
+                            _ = stop_intake.cancelled() => break,
                         }
-                        _ = stop_intake.cancelled() => {}
                     }
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) if disconnecting => {
@@ -230,6 +270,29 @@ impl MqttSource {
                 }
             }
         }
+    }
+
+    /// Writes every queued ack to the connection, with one flush. Without a connection
+    /// they are dropped: the epoch moved on, and the broker redelivers those messages.
+    async fn write_acks(&mut self) {
+        std::mem::swap(&mut self.acks.lock().pkids, &mut self.writing);
+        if self.writing.is_empty() {
+            return;
+        }
+        if let Some(network) = self.eventloop.network.as_mut() {
+            for &pkid in &self.writing {
+                if network
+                    .write(Packet::PubAck(PubAck::new(pkid)))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            // A failed write or flush shows up as an error of the next `poll()`.
+            let _ = network.flush().await;
+        }
+        self.writing.clear();
     }
 
     fn on_connected(&mut self, session_present: bool) {
@@ -276,11 +339,11 @@ impl MqttSource {
 
     fn on_connection_error(&mut self, error: &ConnectionError) {
         {
-            // Bump the epoch and drop acks queued since the error, under one lock, so
-            // no ack for the old connection can reach the new one.
-            let mut epoch = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
-            *epoch += 1;
-            self.eventloop.clean();
+            // Bump the epoch and drop the acks queued for the old connection, under one
+            // lock, so that none of them can reach the new one.
+            let mut acks = self.acks.lock();
+            acks.epoch += 1;
+            acks.pkids.clear();
         }
         self.health.set_broker(BrokerState::Disconnected);
         self.metrics.mqtt_connected(false);

@@ -132,11 +132,17 @@ async fn answer(result: reqwest::Result<reqwest::Response>) -> Answer {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
+    // Read the body even on success, so the connection can serve the next fire.
     let body = response.bytes().await.unwrap_or_default();
+    let detail = if status.is_success() {
+        String::new()
+    } else {
+        error_detail(&body)
+    };
     Answer {
         verdict: classify(status, retry_after),
         status: Some(status),
-        detail: error_detail(&body),
+        detail,
     }
 }
 
