@@ -1,0 +1,162 @@
+//! The printed result: the machine, the ceilings, and one Markdown table row per
+//! scenario and step.
+
+use std::fmt::Write as _;
+use std::process::Command;
+
+use super::fake_openwhisk::{CEILING_CLIENTS, Ceiling};
+use super::publisher::Pace;
+use super::step::StepReport;
+
+/// One scenario step as printed.
+pub struct Row {
+    pub scenario: String,
+    pub pace: Pace,
+    /// The provider's resident set size before its first step, in bytes.
+    pub idle_rss: Option<u64>,
+    pub result: Result<StepReport, String>,
+    /// What the provider logged during the step, why the next step got a fresh stack.
+    pub notes: Vec<String>,
+}
+
+/// A line describing the machine: CPUs, toolchain, broker, load.
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines().find_map(|line| {
+                Some(
+                    line.strip_prefix("model name")?
+                        .split_once(':')?
+                        .1
+                        .trim()
+                        .to_string(),
+                )
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string());
+    let first_line = |program: &str, arg: &str| {
+        Command::new(program)
+            .arg(arg)
+            .output()
+            .ok()
+            .and_then(|out| {
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                text.lines().next().map(str::to_string)
+            })
+            .unwrap_or_else(|| format!("{program}: not found"))
+    };
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|avg| avg.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    format!(
+        "{cpus} CPUs ({model}); {}; {}; load average at start {load}",
+        first_line("rustc", "-V"),
+        first_line(&super::broker::mosquitto_binary().to_string_lossy(), "-h"),
+    )
+}
+
+/// The ceilings of the provider's surroundings, as a Markdown table.
+pub fn ceilings(openwhisk: &Ceiling, broker: &StepReport, publishers: usize) -> String {
+    let mut table =
+        String::from("| ceiling | rate | server CPU s / 10k | details |\n|---|---:|---:|---|\n");
+    writeln!(
+        table,
+        "| fake OpenWhisk | {} fires/s | {:.2} | {CEILING_CLIENTS} concurrent keep-alive reqwest clients in the benchmark process |",
+        thousands(openwhisk.fires_per_sec as u64),
+        openwhisk.cpu_per_10k,
+    )
+    .expect("write to a String");
+    writeln!(
+        table,
+        "| publisher + Mosquitto → do-nothing subscriber (QoS 1) | {} msg/s | {} | offered {} msg/s on {publishers} connection(s); lost {}; unacked {}; latency p50 {} / p99 {} ms |",
+        thousands(broker.delivered_per_sec as u64),
+        optional(broker.cpu_per_10k.map(|cpu| format!("{cpu:.2}"))),
+        thousands(broker.offered_per_sec as u64),
+        thousands(broker.lost()),
+        optional(broker.unacked.map(thousands)),
+        optional(broker.latency.as_ref().map(|l| ms(l.p50))),
+        optional(broker.latency.as_ref().map(|l| ms(l.p99))),
+    )
+    .expect("write to a String");
+    table
+}
+
+/// The scenarios' steps as a Markdown table, then their notes and errors.
+pub fn steps(rows: &[Row]) -> String {
+    let mut table = String::from(
+        "| scenario | step | offered msg/s | delivered msg/s | lost | dup | unacked | msgs/fire \
+         | p50 ms | p99 ms | max ms | CPU s / 10k msgs | RSS idle MB | RSS peak MB |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut notes = String::new();
+    for (index, row) in rows.iter().enumerate() {
+        let mut mark = String::new();
+        for note in row.notes.iter().chain(row.result.as_ref().err()) {
+            mark = format!(" ({})", index + 1);
+            writeln!(notes, "- ({}) {note}", index + 1).expect("write to a String");
+        }
+        let idle = optional(row.idle_rss.map(mib));
+        let cells = match &row.result {
+            Ok(step) => {
+                let latency = |pick: fn(&super::step::Latency) -> f64| {
+                    optional(step.latency.as_ref().map(|l| ms(pick(l))))
+                };
+                format!(
+                    "{} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {idle} | {}",
+                    thousands(step.offered_per_sec as u64),
+                    thousands(step.delivered_per_sec as u64),
+                    thousands(step.lost()),
+                    thousands(step.duplicates),
+                    optional(step.unacked.map(thousands)),
+                    step.readings_per_carrier,
+                    latency(|l| l.p50),
+                    latency(|l| l.p99),
+                    latency(|l| l.max),
+                    optional(step.cpu_per_10k.map(|cpu| format!("{cpu:.2}"))),
+                    mib(step.peak_rss),
+                )
+            }
+            Err(_) => format!("failed | | | | | | | | | | {idle} |"),
+        };
+        writeln!(table, "| {} | {}{mark} | {cells} |", row.scenario, row.pace)
+            .expect("write to a String");
+    }
+    if !notes.is_empty() {
+        table.push('\n');
+        table.push_str(&notes);
+    }
+    table
+}
+
+/// `12345678` as `12,345,678`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut grouped = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
+}
+
+/// Milliseconds with as many decimals as are meaningful.
+fn ms(value: f64) -> String {
+    match value {
+        v if v < 10.0 => format!("{v:.2}"),
+        v if v < 100.0 => format!("{v:.1}"),
+        v => thousands(v.round() as u64),
+    }
+}
+
+/// Bytes as MiB with one decimal.
+fn mib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn optional(cell: Option<String>) -> String {
+    cell.unwrap_or_else(|| "–".to_string())
+}

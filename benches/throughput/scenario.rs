@@ -1,0 +1,199 @@
+//! A scenario's steps against a fresh stack (Mosquitto, fake OpenWhisk, provider,
+//! publishers), and the publisher-plus-broker ceiling measured the same way with a
+//! do-nothing subscriber in the provider's place.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use super::broker::Broker;
+use super::fake_openwhisk::FakeOpenWhisk;
+use super::held::HeldMessages;
+use super::process::rss_bytes;
+use super::provider::Provider;
+use super::publisher::{Pace, Publishers};
+use super::readings::Sink;
+use super::report::Row;
+use super::settings::{Scenario, Settings};
+use super::step::{StepPlan, StepReport, run_step};
+use super::subscriber::Subscriber;
+
+/// How long a fresh provider may take to deliver its first reading.
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Quiet time after the warm-up, so the idle measurement and the first step start calm.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// Runs every step of `scenario`; one row per step. A step that leaves readings behind,
+/// or a provider that exits, gets a fresh stack for the next step.
+pub async fn run_scenario(scenario: &Scenario, settings: &Settings) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut stack: Option<Stack> = None;
+    for &pace in &settings.steps {
+        let mut running = match stack.take() {
+            Some(running) => running,
+            None => match Stack::start(scenario, settings).await {
+                Ok(started) => started,
+                Err(error) => {
+                    rows.push(Row {
+                        scenario: scenario.label.clone(),
+                        pace,
+                        idle_rss: None,
+                        result: Err(format!("{error:#}")),
+                        notes: Vec::new(),
+                    });
+                    break;
+                }
+            },
+        };
+        eprintln!("  {}: step {pace}", scenario.label);
+        let log_start = running.provider.log_len();
+        let result = run_step(
+            StepPlan::new(pace, settings),
+            &running.publishers,
+            &running.openwhisk,
+            running.provider.pid(),
+            &running.held,
+        )
+        .await;
+        let mut notes: Vec<String> = running
+            .provider
+            .logged_since(log_start)
+            .into_iter()
+            .collect();
+        let restart = restart_reason(&result, &mut running.provider, settings);
+        let keep = restart.is_none();
+        notes.extend(restart);
+        rows.push(Row {
+            scenario: scenario.label.clone(),
+            pace,
+            idle_rss: Some(running.idle_rss),
+            result: result.map_err(|error| format!("{error:#}")),
+            notes,
+        });
+        if keep {
+            stack = Some(running);
+        }
+    }
+    rows
+}
+
+/// Why the stack must not serve the next step, if it must not.
+fn restart_reason(
+    result: &anyhow::Result<StepReport>,
+    provider: &mut Provider,
+    settings: &Settings,
+) -> Option<String> {
+    let mut reasons = Vec::new();
+    if !provider.is_running() {
+        reasons.push(format!(
+            "provider exited; its log ends:\n{}",
+            provider.log_tail()
+        ));
+    }
+    match result {
+        Ok(report) if !report.drained => reasons.push(format!(
+            "{} still undelivered {} s after publishing stopped",
+            super::report::thousands(report.lost()),
+            settings.drain_deadline.as_secs()
+        )),
+        Ok(_) => {}
+        Err(_) => reasons.push("step failed".to_string()),
+    }
+    (!reasons.is_empty()).then(|| format!("{}; fresh stack for the next step", reasons.join("; ")))
+}
+
+/// Everything a scenario runs against. Dropping it kills the processes.
+struct Stack {
+    provider: Provider,
+    publishers: Publishers,
+    openwhisk: FakeOpenWhisk,
+    held: HeldMessages,
+    /// Resident set size of the provider once warmed up, before the first step.
+    idle_rss: u64,
+    _broker: Broker,
+    _dir: tempfile::TempDir,
+}
+
+impl Stack {
+    async fn start(scenario: &Scenario, settings: &Settings) -> anyhow::Result<Stack> {
+        let broker = Broker::start(scenario.window).await?;
+        let openwhisk = FakeOpenWhisk::start().await?;
+        let dir = tempfile::Builder::new()
+            .prefix("bench-provider-")
+            .tempdir()?;
+        let mut provider = Provider::start(
+            broker.port(),
+            &openwhisk.api_host(),
+            &unique_id("provider"),
+            &scenario.provider_env,
+            dir.path(),
+        )?;
+        let publishers =
+            Publishers::connect(broker.port(), settings.publishers, &unique_id("sensor")).await?;
+        if let Err(error) = warm_up(&publishers, &openwhisk).await {
+            let state = if provider.is_running() {
+                "running"
+            } else {
+                "exited"
+            };
+            bail!(
+                "{error:#}; the provider ({state}) logged:\n{}",
+                provider.log_tail()
+            );
+        }
+        let idle_rss = rss_bytes(provider.pid())?;
+        let held = HeldMessages::watch(broker.port(), &unique_id("sys")).await?;
+        Ok(Stack {
+            provider,
+            publishers,
+            openwhisk,
+            held,
+            idle_rss,
+            _broker: broker,
+            _dir: dir,
+        })
+    }
+}
+
+/// The publisher-plus-broker ceiling: the publishers flood a fresh Mosquitto (default
+/// window) for one step while a do-nothing subscriber takes the readings; the watched
+/// process is Mosquitto.
+pub async fn broker_ceiling(settings: &Settings) -> anyhow::Result<StepReport> {
+    let broker = Broker::start(None).await?;
+    let subscriber = Subscriber::subscribe(broker.port(), &unique_id("subscriber")).await?;
+    let publishers =
+        Publishers::connect(broker.port(), settings.publishers, &unique_id("sensor")).await?;
+    warm_up(&publishers, &subscriber).await?;
+    let held = HeldMessages::watch(broker.port(), &unique_id("sys")).await?;
+    let pid = broker.pid().context("mosquitto has exited")?;
+    let plan = StepPlan::new(Pace::Flood, settings);
+    run_step(plan, &publishers, &subscriber, pid, &held).await
+}
+
+/// Publishes a few readings at a time until one arrives (the subscription and every
+/// connection are up), then lets things settle and forgets what arrived.
+async fn warm_up(publishers: &Publishers, sink: &impl Sink) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WARM_UP_TIMEOUT;
+    loop {
+        publishers
+            .run(Pace::Rate(50), Duration::from_millis(100))
+            .await?;
+        if !sink.take().await?.deliveries.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!("no reading arrived within {WARM_UP_TIMEOUT:?} of starting");
+        }
+    }
+    tokio::time::sleep(SETTLE).await;
+    sink.take().await?;
+    Ok(())
+}
+
+/// A client id no other run of the benchmark uses at the same time.
+fn unique_id(role: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("bench-{role}-{}-{n}", std::process::id())
+}

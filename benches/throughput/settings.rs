@@ -1,0 +1,147 @@
+//! What to run, from `BENCH_*` environment variables (each optional).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use super::publisher::Pace;
+
+/// `max_inflight_messages` of scenarios b and c unless `BENCH_WINDOW` says otherwise.
+const LARGE_WINDOW: u32 = 1_000;
+
+/// The benchmark's settings.
+pub struct Settings {
+    /// `BENCH_SECS` (10): how long each step (and each ceiling) publishes.
+    pub step_duration: Duration,
+    /// `BENCH_DRAIN_SECS` (30): how long the rest of a step's readings may take to
+    /// arrive once publishing has stopped.
+    pub drain_deadline: Duration,
+    /// `BENCH_STEPS` (`1000,5000,10000,20000,max`): messages per second, or `max`.
+    pub steps: Vec<Pace>,
+    /// `BENCH_SCENARIOS` (`a,b,c`; empty: only the ceilings).
+    pub scenarios: Vec<Scenario>,
+    /// `BENCH_PUBLISHERS` (2): publisher connections sharing each step's rate.
+    pub publishers: usize,
+    /// `BENCH_WINDOW` (1000): Mosquitto's `max_inflight_messages` in scenarios b and c.
+    pub window: u32,
+}
+
+/// One provider configuration against one broker configuration.
+pub struct Scenario {
+    /// `a`, `b` or `c`, as in `BENCH_SCENARIOS`.
+    pub key: String,
+    pub label: String,
+    /// Mosquitto's `max_inflight_messages`; `None` keeps its default (20).
+    pub window: Option<u32>,
+    /// Provider settings beyond the common ones.
+    pub provider_env: Vec<(&'static str, String)>,
+}
+
+impl Settings {
+    pub fn from_env() -> anyhow::Result<Settings> {
+        let window = var("BENCH_WINDOW", LARGE_WINDOW)?;
+        let steps = var("BENCH_STEPS", "1000,5000,10000,20000,max".to_string())?
+            .split(',')
+            .map(|step| match step.trim() {
+                "max" => Ok(Pace::Flood),
+                rate => match rate.parse() {
+                    Ok(rate) if rate > 0 => Ok(Pace::Rate(rate)),
+                    _ => bail!("BENCH_STEPS: expected messages per second or max, got {rate:?}"),
+                },
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let scenarios = var("BENCH_SCENARIOS", "a,b,c".to_string())?
+            .split(',')
+            .map(str::trim)
+            .filter(|key| !key.is_empty())
+            .map(|key| Scenario::named(key, window))
+            .collect::<anyhow::Result<_>>()?;
+        let settings = Settings {
+            step_duration: Duration::from_secs(var("BENCH_SECS", 10)?),
+            drain_deadline: Duration::from_secs(var("BENCH_DRAIN_SECS", 30)?),
+            steps,
+            scenarios,
+            publishers: var("BENCH_PUBLISHERS", 2)?,
+            window,
+        };
+        if settings.step_duration.is_zero() || settings.publishers == 0 {
+            bail!("BENCH_SECS and BENCH_PUBLISHERS must be at least 1");
+        }
+        Ok(settings)
+    }
+}
+
+impl fmt::Display for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|pace| match pace {
+                Pace::Rate(rate) => rate.to_string(),
+                Pace::Flood => "max".to_string(),
+            })
+            .collect();
+        let scenarios: Vec<&str> = self
+            .scenarios
+            .iter()
+            .map(|scenario| scenario.key.as_str())
+            .collect();
+        write!(
+            f,
+            "BENCH_SECS={} BENCH_DRAIN_SECS={} BENCH_STEPS={} BENCH_SCENARIOS={} \
+             BENCH_PUBLISHERS={} BENCH_WINDOW={}",
+            self.step_duration.as_secs(),
+            self.drain_deadline.as_secs(),
+            steps.join(","),
+            scenarios.join(","),
+            self.publishers,
+            self.window,
+        )
+    }
+}
+
+impl Scenario {
+    /// Scenario `a`, `b` or `c`; `window` is the larger broker window of b and c.
+    fn named(key: &str, window: u32) -> anyhow::Result<Scenario> {
+        let (label, window, provider_env) = match key {
+            "a" => ("a: 1 fire/msg, window 20".to_string(), None, vec![]),
+            "b" => (
+                format!("b: 1 fire/msg, window {window}"),
+                Some(window),
+                vec![],
+            ),
+            "c" => (
+                format!("c: batch ≤500/20 ms, window {window}"),
+                Some(window),
+                vec![
+                    ("FIRE_BATCH_MAX", "500".to_string()),
+                    ("FIRE_BATCH_WAIT_MS", "20".to_string()),
+                ],
+            ),
+            _ => bail!("BENCH_SCENARIOS: expected a comma-separated list of a, b, c; got {key:?}"),
+        };
+        Ok(Scenario {
+            key: key.to_string(),
+            label,
+            window,
+            provider_env,
+        })
+    }
+}
+
+/// Environment variable `name` parsed, or `default` when unset.
+fn var<T: FromStr>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    match std::env::var(name) {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .with_context(|| format!("{name}={value:?}")),
+        Err(std::env::VarError::NotPresent) => Ok(default),
+        Err(error) => Err(error).context(name.to_string()),
+    }
+}
