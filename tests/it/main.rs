@@ -12,3 +12,4 @@ mod forward;
 mod memory;
 mod observability;
 mod packaging;
+mod tls;
