@@ -1,7 +1,6 @@
 //! Wiring: [`App::build`] binds the HTTP port and builds every part without connecting
 //! anywhere; [`App::run_until_stopped`] runs them and shuts them down in order.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,10 +103,6 @@ impl App {
             alarms,
             shutdown_grace: config.shutdown_grace,
         })
-    }
-
-    pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
     }
 
     /// Runs until `shutdown` completes, then: stop taking messages, finish the fires in
