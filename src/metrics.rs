@@ -160,15 +160,21 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn message_received(&self, filters: &[String], topic: &str) {
-        for filter in filters.iter().filter(|f| rumqttc::matches(topic, f)) {
-            self.0
-                .messages_received
-                .get_or_create(&FilterLabels {
+    /// One counter per subscribed filter, looked up once so that counting a message
+    /// allocates nothing.
+    pub fn received_counters(&self, filters: &[String]) -> Vec<(String, Counter)> {
+        filters
+            .iter()
+            .map(|filter| {
+                let labels = FilterLabels {
                     filter: filter.clone(),
-                })
-                .inc();
-        }
+                };
+                (
+                    filter.clone(),
+                    self.0.messages_received.get_or_create_owned(&labels),
+                )
+            })
+            .collect()
     }
 
     pub fn fire_attempt(&self, kind: FireKind, outcome: FireOutcome, status: &str) {

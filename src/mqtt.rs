@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
+use prometheus_client::metrics::counter::Counter;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, PubAck, Publish,
     QoS, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
@@ -101,6 +102,8 @@ pub struct MqttSource {
     /// Reused buffer for the packet ids being written.
     writing: Vec<u16>,
     filters: Vec<String>,
+    /// `messages_received_total` of each filter, in the order of `filters`.
+    received: Vec<(String, Counter)>,
     qos: QoS,
     health: Health,
     metrics: Metrics,
@@ -148,6 +151,7 @@ impl MqttSource {
             acks,
             writing: Vec::new(),
             filters: config.topics.clone(),
+            received: metrics.received_counters(&config.topics),
             qos: subscription_qos(config.qos),
             health,
             metrics,
@@ -217,7 +221,11 @@ impl MqttSource {
                     let Some(tx) = &messages_tx else {
                         continue; // shutting down: left with the broker, redelivered later
                     };
-                    self.metrics.message_received(&self.filters, &publish.topic);
+                    for (filter, counter) in &self.received {
+                        if rumqttc::matches(&publish.topic, filter) {
+                            counter.inc();
+                        }
+                    }
                     if deferring {
                         self.metrics.message_deferred();
                         continue;
