@@ -86,7 +86,7 @@ struct Inner {
     alarm_fires: Family<AlarmLabels, Counter>,
     mqtt_connected: Gauge,
     mqtt_reconnects: Counter,
-    messages_deferred: Counter,
+    messages_redelivered: Counter,
     namespace_pauses: Counter,
 }
 
@@ -106,7 +106,7 @@ impl Default for Metrics {
             alarm_fires: Family::default(),
             mqtt_connected: Gauge::default(),
             mqtt_reconnects: Counter::default(),
-            messages_deferred: Counter::default(),
+            messages_redelivered: Counter::default(),
             namespace_pauses: Counter::default(),
             registry: Registry::default(),
         };
@@ -146,9 +146,9 @@ impl Default for Metrics {
             inner.mqtt_reconnects.clone(),
         );
         registry.register(
-            "messages_deferred",
-            "Messages left unacknowledged with the broker while fires were not finishing; a reconnect brings them back",
-            inner.messages_deferred.clone(),
+            "messages_redelivered",
+            "Copies the broker resent of messages already being fired or accepted; not fired again",
+            inner.messages_redelivered.clone(),
         );
         registry.register(
             "namespace_pauses",
@@ -219,8 +219,8 @@ impl Metrics {
         self.0.mqtt_reconnects.inc();
     }
 
-    pub fn message_deferred(&self) {
-        self.0.messages_deferred.inc();
+    pub fn message_redelivered(&self) {
+        self.0.messages_redelivered.inc();
     }
 
     pub fn namespace_paused(&self) {

@@ -1,0 +1,398 @@
+//! The MQTT source: owns rumqttc's event loop, hands each publish to the forwarder, and
+//! acknowledges it only when told to (manual acks, SPEC section 4).
+//!
+//! - Acks are checked against the broker session ([`session`]): they stay valid across a
+//!   reconnect that resumed it, a resent copy of a message still being fired is not
+//!   forwarded twice, and a new session voids every earlier packet id.
+//! - While the forwarder is full the source stops *reading* (the broker keeps the rest:
+//!   back-pressure) but goes on writing acks and pings, so the broker never drops it for
+//!   silence and no reconnect is ever needed to get messages back.
+//! - Acks do not go through rumqttc's request channel: `poll()` reads up to ten publishes
+//!   per turn but writes one request, so under a flood the acks fell behind without bound
+//!   (and Mosquitto 2.0.11's window bug makes floods happen). The source writes every
+//!   queued ack straight to the connection instead, with one flush for all of them.
+
+mod reconnect;
+mod session;
+mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, PubAck, Publish, QoS,
+    SubscribeFilter, SubscribeReasonCode, Transport,
+};
+use secrecy::ExposeSecret;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MqttConfig;
+use crate::health::{BrokerState, Health, REMINDER_INTERVAL};
+use crate::metrics::Metrics;
+use reconnect::Reconnects;
+pub use session::Message;
+use session::{Ack, Receipt, Session};
+
+/// Acknowledges messages to the broker; cheap to clone.
+#[derive(Clone)]
+pub struct Acker(Arc<Session>);
+
+impl Acker {
+    /// Acks `message` if its broker session is still the current one; otherwise its
+    /// packet id names another message now (a duplicate at worst, never a loss).
+    pub fn ack(&self, message: &Message) {
+        if self.0.ack(message) {
+            self.0.ready.notify_one();
+        } else if message.publish.qos != QoS::AtMostOnce {
+            tracing::debug!(
+                topic = message.publish.topic,
+                "ack skipped: the broker started a new session since receipt"
+            );
+        }
+    }
+}
+
+/// What `MqttConfig::qos` means on the wire. QoS 2 is subscribed as QoS 1: rumqttc
+/// loses its QoS 2 state on reconnect and then loops on the broker's PUBREL
+/// (rumqtt#664), and QoS 1 already gives the at-least-once delivery promised for both.
+pub fn subscription_qos(configured: u8) -> QoS {
+    match configured {
+        0 => QoS::AtMostOnce,
+        _ => QoS::AtLeastOnce,
+    }
+}
+
+/// Owns the event loop. Run it with [`MqttSource::run`].
+pub struct MqttSource {
+    client: AsyncClient,
+    eventloop: EventLoop,
+    session: Arc<Session>,
+    /// Reused buffer for the acks being written.
+    writing: Vec<Ack>,
+    filters: Vec<String>,
+    /// `messages_received_total` of each filter, in the order of `filters`.
+    received: Vec<(String, Counter)>,
+    qos: QoS,
+    health: Health,
+    metrics: Metrics,
+    reconnects: Reconnects,
+    /// Receipts numbered so far.
+    seq: u64,
+    subscribed_once: bool,
+    keep_alive: Duration,
+    /// When back-pressure was last logged.
+    stall_logged: Option<Instant>,
+}
+
+impl MqttSource {
+    pub fn new(
+        config: &MqttConfig,
+        health: Health,
+        metrics: Metrics,
+    ) -> anyhow::Result<(MqttSource, Acker)> {
+        let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
+        options
+            .set_keep_alive(config.keep_alive)
+            .set_clean_session(config.clean_session)
+            .set_manual_acks(true)
+            .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes);
+        if let Some(credentials) = &config.credentials {
+            let password = credentials
+                .password
+                .as_ref()
+                .map(|p| p.expose_secret().to_owned());
+            options.set_credentials(credentials.username.clone(), password.unwrap_or_default());
+        }
+        if let Some(tls) = &config.tls {
+            options.set_transport(Transport::tls_with_config(tls::tls_configuration(tls)?));
+        }
+        if config.qos == 2 {
+            tracing::warn!(
+                "MQTT_QOS=2 is subscribed as QoS 1 (rumqttc cannot resume QoS 2 sessions); delivery stays at least once"
+            );
+        }
+        // Only subscriptions and the final disconnect use rumqttc's request channel.
+        let (client, eventloop) = AsyncClient::new(options, 16);
+        let session = Arc::new(Session::default());
+        let acker = Acker(session.clone());
+        let source = MqttSource {
+            client,
+            eventloop,
+            session,
+            writing: Vec::new(),
+            filters: config.topics.clone(),
+            received: metrics.received_counters(&config.topics),
+            qos: subscription_qos(config.qos),
+            health,
+            metrics,
+            reconnects: Reconnects::new(&config.client_id),
+            seq: 0,
+            subscribed_once: false,
+            keep_alive: config.keep_alive,
+            stall_logged: None,
+        };
+        Ok((source, acker))
+    }
+
+    /// Polls the broker until shut down. Publishes go to `messages_tx`; waiting for room
+    /// there is the back-pressure that bounds memory. Once `stop_intake` is cancelled new
+    /// publishes are left unacknowledged (the broker keeps them), and once `fires_done`
+    /// is cancelled the pending acks are flushed and the connection closed cleanly.
+    pub async fn run(
+        mut self,
+        messages_tx: mpsc::Sender<Message>,
+        stop_intake: CancellationToken,
+        fires_done: CancellationToken,
+    ) {
+        let mut intake = Some(messages_tx);
+        let mut retry_at: Option<Instant> = None;
+        let mut disconnecting = false;
+        let session = self.session.clone();
+        loop {
+            self.write_acks().await;
+            // Cancelling `poll()` here is safe: its only await points are the connect,
+            // reading packets (buffered by the codec until complete) and writing requests
+            // (buffered by the codec; a cut-off flush is completed by the next write).
+            let event = tokio::select! {
+                _ = fires_done.cancelled(), if !disconnecting => {
+                    disconnecting = true;
+                    self.write_acks().await;
+                    if self.eventloop.network.is_none() || self.client.try_disconnect().is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                _ = stop_intake.cancelled(), if intake.is_some() => {
+                    // Dropping the sender lets the forwarder see the end of the stream.
+                    intake = None;
+                    continue;
+                }
+                _ = session.ready.notified() => continue,
+                _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                    retry_at = None;
+                    continue;
+                }
+                event = self.eventloop.poll(), if retry_at.is_none() => event,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => self.on_connected(ack.session_present),
+                Ok(Event::Incoming(Packet::SubAck(ack))) => self.on_suback(&ack.return_codes),
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    if let Some(tx) = &intake
+                        && !self.hand_over(publish, tx, &stop_intake).await
+                    {
+                        return;
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) if disconnecting => {
+                    tracing::info!("disconnected from the MQTT broker");
+                    return;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    if disconnecting {
+                        return;
+                    }
+                    // Publishes read just before the connection failed are still buffered
+                    // in rumqttc. They belong to the session as it was: forward them now,
+                    // before the next CONNACK says whether that session still exists.
+                    let read_before: Vec<Publish> = self
+                        .eventloop
+                        .state
+                        .events
+                        .drain(..)
+                        .filter_map(|event| match event {
+                            Event::Incoming(Packet::Publish(publish)) => Some(publish),
+                            _ => None,
+                        })
+                        .collect();
+                    for publish in read_before {
+                        if let Some(tx) = &intake
+                            && !self.hand_over(publish, tx, &stop_intake).await
+                        {
+                            return;
+                        }
+                    }
+                    self.health.set_broker(BrokerState::Disconnected);
+                    self.metrics.mqtt_connected(false);
+                    let failure = self.reconnects.failed(&error);
+                    if failure.was_connected {
+                        self.metrics.mqtt_reconnect();
+                    }
+                    retry_at = Some(Instant::now() + failure.retry_in);
+                }
+            }
+        }
+    }
+
+    /// Hands a publish to the forwarder, waiting for room while writing acks and pings.
+    /// Returns false once the forwarder is gone.
+    async fn hand_over(
+        &mut self,
+        publish: Publish,
+        tx: &mpsc::Sender<Message>,
+        stop_intake: &CancellationToken,
+    ) -> bool {
+        for (filter, counter) in &self.received {
+            if rumqttc::matches(&publish.topic, filter) {
+                counter.inc();
+            }
+        }
+        let message = match self.session.receive(publish, &mut self.seq) {
+            Receipt::New(message) => message,
+            Receipt::InPipeline | Receipt::AlreadyAccepted => {
+                self.metrics.message_redelivered();
+                return true;
+            }
+        };
+        let permit = match tx.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Closed(())) => return false,
+            Err(mpsc::error::TrySendError::Full(())) => {
+                match self.wait_for_room(tx, stop_intake).await {
+                    Some(Ok(permit)) => permit,
+                    Some(Err(_)) => return false,
+                    // Shutting down: left with the broker, redelivered later.
+                    None => return true,
+                }
+            }
+        };
+        permit.send(message);
+        true
+    }
+
+    /// Waits until the forwarder can take a message. Meanwhile nothing is read, but acks
+    /// (which are what frees room) and pings are written, so the broker keeps the
+    /// connection however long OpenWhisk takes. `None` when intake stopped first.
+    async fn wait_for_room<'a>(
+        &mut self,
+        tx: &'a mpsc::Sender<Message>,
+        stop_intake: &CancellationToken,
+    ) -> Option<Result<mpsc::Permit<'a, Message>, mpsc::error::SendError<()>>> {
+        let session = self.session.clone();
+        let period = self.keep_alive / 2;
+        let mut pings = tokio::time::interval_at(Instant::now() + period, period);
+        let mut pinged = false;
+        let room = loop {
+            tokio::select! {
+                permit = tx.reserve() => break Some(permit),
+                _ = session.ready.notified() => self.write_acks().await,
+                _ = pings.tick() => {
+                    pinged |= self.write_ping().await;
+                    self.log_stall();
+                }
+                _ = stop_intake.cancelled() => break None,
+            }
+        };
+        if pinged {
+            // The PINGRESPs wait unread behind the publishes not read yet, so rumqttc's own
+            // check that its last ping was answered would misfire: hand it a clean slate.
+            self.eventloop.state.await_pingresp = false;
+        }
+        room
+    }
+
+    /// Writes a PINGREQ straight to the connection; false without one.
+    async fn write_ping(&mut self) -> bool {
+        let Some(network) = self.eventloop.network.as_mut() else {
+            return false;
+        };
+        // A failed write shows up as an error of the next `poll()`.
+        network.write(Packet::PingReq).await.is_ok() && network.flush().await.is_ok()
+    }
+
+    fn log_stall(&mut self) {
+        if self
+            .stall_logged
+            .is_none_or(|at| at.elapsed() >= REMINDER_INTERVAL)
+        {
+            self.stall_logged = Some(Instant::now());
+            tracing::info!(
+                "fires are not finishing: reading from the broker paused, which keeps the rest of the messages; the connection is kept alive"
+            );
+        }
+    }
+
+    /// Writes every queued ack to the connection, with one flush. Without a connection
+    /// they wait for the next one: only its CONNACK says whether they are still valid.
+    async fn write_acks(&mut self) {
+        let Some(network) = self.eventloop.network.as_mut() else {
+            return;
+        };
+        self.session.take_queued(&mut self.writing);
+        if self.writing.is_empty() {
+            return;
+        }
+        for ack in &self.writing {
+            if network
+                .write(Packet::PubAck(PubAck::new(ack.pkid)))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        // A failed write or flush shows up as an error of the next `poll()`; the broker
+        // then resends those messages, and the session recognises them.
+        let _ = network.flush().await;
+        self.session.remember_written(&self.writing);
+        self.writing.clear();
+    }
+
+    fn on_connected(&mut self, session_present: bool) {
+        let failed_attempts = self.reconnects.connected();
+        self.metrics.mqtt_connected(true);
+        tracing::info!(
+            session_present,
+            failed_attempts,
+            "connected to the MQTT broker"
+        );
+        if !session_present {
+            if self.subscribed_once {
+                tracing::warn!(
+                    "the broker started a new session: what it held for the provider is gone (restarted without persistence, or the session expired)"
+                );
+            }
+            self.session.start_new();
+        }
+        // A resumed session keeps its subscriptions, and subscribing again would make the
+        // broker resend every retained message. Subscribe on a new session, and once per
+        // process start so that a changed MQTT_TOPICS takes effect.
+        if session_present && self.subscribed_once {
+            self.health.set_broker(BrokerState::Subscribed);
+            return;
+        }
+        let filters = self
+            .filters
+            .iter()
+            .map(|f| SubscribeFilter::new(f.clone(), self.qos));
+        match self.client.try_subscribe_many(filters) {
+            Ok(()) => self.health.set_broker(BrokerState::Connected),
+            Err(error) => tracing::error!(%error, "could not queue the subscription"),
+        }
+    }
+
+    fn on_suback(&mut self, codes: &[SubscribeReasonCode]) {
+        let refused: Vec<String> = self
+            .filters
+            .iter()
+            .zip(codes)
+            .filter(|(_, code)| matches!(code, SubscribeReasonCode::Failure))
+            .map(|(filter, _)| filter.clone())
+            .collect();
+        self.subscribed_once = true;
+        if refused.is_empty() {
+            tracing::info!(filters = ?self.filters, qos = ?self.qos, "subscribed");
+            self.health.set_broker(BrokerState::Subscribed);
+        } else {
+            tracing::error!(
+                ?refused,
+                "the broker refused to subscribe these filters (check its ACL)"
+            );
+            self.health.set_broker(BrokerState::Refused(refused));
+        }
+    }
+}
