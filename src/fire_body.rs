@@ -1,5 +1,10 @@
 //! The JSON a message fire carries (SPEC section 3). `FIRE_PARAMS` is serialised once at
 //! start and spliced into every body, so the per-message path serialises only the message.
+//!
+//! Every message also carries a `message_id`: this process's random boot id and the
+//! message's receipt number. Each fire of one receipt (retries, parts of a split batch)
+//! carries the same id and `received_at`, so an action can recognise the duplicates that
+//! at-least-once delivery makes; a message received again after a restart gets a new one.
 
 use std::borrow::Cow;
 
@@ -16,6 +21,20 @@ pub struct MessageFields<'a> {
     pub qos: u8,
     pub retain: bool,
     pub received_at: DateTime<Utc>,
+    /// The receipt number (see [`MessageId`]).
+    pub seq: u64,
+}
+
+/// `<boot id as 16 hex digits>-<receipt number>`, written without allocating.
+struct MessageId {
+    boot: u64,
+    seq: u64,
+}
+
+impl Serialize for MessageId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{:016x}-{}", self.boot, self.seq))
+    }
 }
 
 #[derive(Serialize)]
@@ -30,10 +49,11 @@ struct MessageJson<'a> {
     qos: u8,
     retain: bool,
     received_at: String,
+    message_id: MessageId,
 }
 
 impl<'a> MessageJson<'a> {
-    fn new(message: &MessageFields<'a>, kind: Option<&'static str>) -> MessageJson<'a> {
+    fn new(message: &MessageFields<'a>, kind: Option<&'static str>, boot: u64) -> MessageJson<'a> {
         let (body, encoding) = match std::str::from_utf8(message.payload) {
             Ok(text) => (Cow::Borrowed(text), None),
             Err(_) => (
@@ -51,6 +71,10 @@ impl<'a> MessageJson<'a> {
             received_at: message
                 .received_at
                 .to_rfc3339_opts(SecondsFormat::Millis, true),
+            message_id: MessageId {
+                boot,
+                seq: message.seq,
+            },
         }
     }
 
@@ -63,6 +87,8 @@ impl<'a> MessageJson<'a> {
 pub struct MessageBodies {
     /// `FIRE_PARAMS` members as JSON text without braces (`"a":1,"b":2`), or empty.
     params: String,
+    /// Random per process, so that message ids never repeat across restarts.
+    boot: u64,
 }
 
 const BATCH_OPEN: &[u8] = br#"{"type":"batch","messages":["#;
@@ -72,6 +98,7 @@ impl MessageBodies {
         let object = Value::Object(params.clone()).to_string();
         MessageBodies {
             params: object[1..object.len() - 1].to_owned(),
+            boot: rand::random(),
         }
     }
 
@@ -79,14 +106,14 @@ impl MessageBodies {
     /// UTF-8 travels base64-encoded with `"encoding":"base64"`.
     pub fn render(&self, message: &MessageFields<'_>) -> Bytes {
         let mut out = Vec::with_capacity(message.payload.len() + self.params.len() + 160);
-        MessageJson::new(message, Some("message")).write(&mut out);
+        MessageJson::new(message, Some("message"), self.boot).write(&mut out);
         self.close_with_params(out)
     }
 
     /// One message as an element of a batch: the message keys without `type`.
     pub fn batch_entry(&self, message: &MessageFields<'_>) -> Vec<u8> {
         let mut out = Vec::with_capacity(message.payload.len() + 160);
-        MessageJson::new(message, None).write(&mut out);
+        MessageJson::new(message, None, self.boot).write(&mut out);
         out
     }
 
@@ -138,7 +165,13 @@ mod tests {
             qos: 1,
             retain: false,
             received_at: "2026-11-24T03:00:00.123456Z".parse().unwrap(),
+            seq: 42,
         }
+    }
+
+    /// The `message_id` of receipt 42 in this process.
+    fn id_42(bodies: &MessageBodies) -> String {
+        format!("{:016x}-42", bodies.boot)
     }
 
     #[test]
@@ -153,6 +186,7 @@ mod tests {
                 "type": "message", "topic": "dc1/sensors/t1",
                 "body": r#"{"temperature":21.5,"humidity":40}"#,
                 "qos": 1, "retain": false, "received_at": "2026-11-24T03:00:00.123Z",
+                "message_id": id_42(&bodies),
                 "datacenter_id": "dc1", "influx": {"url": "http://influx:8086"}
             })
         );
@@ -185,7 +219,7 @@ mod tests {
         let rendered: Value = serde_json::from_slice(&body).unwrap();
         let message = |body: &str| {
             json!({"topic": "dc1/sensors/t1", "body": body, "qos": 1, "retain": false,
-                   "received_at": "2026-11-24T03:00:00.123Z"})
+                   "received_at": "2026-11-24T03:00:00.123Z", "message_id": id_42(&bodies)})
         };
         let mut binary = message("/w==");
         binary["encoding"] = json!("base64");
@@ -209,7 +243,7 @@ mod tests {
     fn without_params_the_body_is_plain_message_json() {
         let bodies = MessageBodies::new(&Map::new());
         let rendered: Value = serde_json::from_slice(&bodies.render(&fields(b"21.5"))).unwrap();
-        assert_eq!(rendered.as_object().unwrap().len(), 6);
+        assert_eq!(rendered.as_object().unwrap().len(), 7);
         assert!(rendered.get("encoding").is_none());
     }
 }

@@ -111,6 +111,7 @@ fn fields(message: &Message) -> MessageFields<'_> {
         qos: message.publish.qos as u8,
         retain: message.publish.retain,
         received_at: message.received_at,
+        seq: message.seq,
     }
 }
 

@@ -28,6 +28,7 @@ pub const MESSAGE_KEYS: &[&str] = &[
     "qos",
     "retain",
     "received_at",
+    "message_id",
     "messages",
 ];
 
