@@ -24,6 +24,9 @@ use crate::pause::NamespacePause;
 
 /// How long the MQTT source may take to flush acks and disconnect at shutdown.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long open HTTP connections may take to finish at shutdown: a probe answers in
+/// milliseconds, and a half-sent request must not hold the exit.
+const HTTP_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the startup check of the trigger is repeated while it fails.
 const TRIGGER_CHECK_INTERVAL: Duration = Duration::from_secs(15);
 
@@ -188,7 +191,12 @@ impl App {
         alarms.wait().await;
         stop_http.cancel();
         tasks.close();
-        let _ = http.await;
+        if tokio::time::timeout(HTTP_CLOSE_TIMEOUT, http)
+            .await
+            .is_err()
+        {
+            tracing::warn!("an HTTP connection was still open at exit; closed");
+        }
         tracing::info!("stopped");
         Ok(())
     }
