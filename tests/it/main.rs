@@ -12,4 +12,7 @@ mod forward;
 mod memory;
 mod observability;
 mod packaging;
+mod reconnect;
+mod session;
+mod throttled_backlog;
 mod tls;

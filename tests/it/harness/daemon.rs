@@ -166,6 +166,11 @@ impl Daemon {
         );
     }
 
+    /// The port of the daemon's HTTP endpoints.
+    pub fn http_port(&self) -> u16 {
+        self.http_port
+    }
+
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.pid

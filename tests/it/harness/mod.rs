@@ -11,6 +11,7 @@ mod broker;
 mod daemon;
 mod fake_openwhisk;
 mod publisher;
+mod scripted_broker;
 mod wait;
 
 pub use broker::{Broker, BrokerOptions};
@@ -19,5 +20,6 @@ pub use broker::{Broker, BrokerOptions};
 pub use daemon::{Daemon, Output, http_client, run_to_exit};
 pub use fake_openwhisk::{FakeOpenWhisk, Fault, RecordedFire, delivered_sequence_numbers};
 pub use publisher::Publisher;
+pub use scripted_broker::{ScriptedBroker, publish};
 #[allow(unused_imports)]
 pub use wait::{poll_until, unique_id, wait_until, wait_until_async};
