@@ -287,3 +287,37 @@ async fn a_stall_longer_than_the_keep_alive_keeps_the_connection_and_fires_nothi
         "the stall made the provider fire readings twice"
     );
 }
+
+#[tokio::test]
+async fn every_copy_of_a_reading_carries_its_first_message_id_and_received_at() {
+    let mut scenario = Scenario::start().await;
+    // OpenWhisk takes the fires, but answers after the provider stopped waiting: each
+    // reading is fired again, a duplicate the action must be able to recognise.
+    scenario
+        .extra_env
+        .push(("FIRE_TIMEOUT_SECS", "1".to_owned()));
+    scenario.ow.set_fault(Fault::Slow(Duration::from_secs(2)));
+    let _provider = scenario.spawn_provider().await;
+    let publisher = scenario.publisher().await;
+    publish_readings(&publisher, 0..10).await;
+    wait_until("every reading accepted twice", DEADLINE, || {
+        scenario.ow.accepted().len() >= 20
+    })
+    .await;
+    scenario.ow.set_fault(Fault::None);
+    scenario.wait_delivered(10, DEADLINE).await;
+
+    let mut copies = std::collections::BTreeMap::<u64, std::collections::BTreeSet<String>>::new();
+    for fire in scenario.ow.accepted() {
+        let reading: serde_json::Value =
+            serde_json::from_str(fire.body["body"].as_str().unwrap()).unwrap();
+        let identity = format!("{} {}", fire.body["message_id"], fire.body["received_at"]);
+        copies
+            .entry(reading["seq"].as_u64().unwrap())
+            .or_default()
+            .insert(identity);
+    }
+    for (seq, identities) in copies {
+        assert_eq!(identities.len(), 1, "reading {seq} fired as {identities:?}");
+    }
+}

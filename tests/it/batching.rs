@@ -60,7 +60,17 @@ async fn a_full_batch_is_sent_at_once_and_carries_the_spec_json() {
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(keys, ["body", "qos", "received_at", "retain", "topic"]);
+    assert_eq!(
+        keys,
+        [
+            "body",
+            "message_id",
+            "qos",
+            "received_at",
+            "retain",
+            "topic"
+        ]
+    );
     assert_eq!(message["qos"], json!(1));
     let counted = r#"mqtt_whisk_fires_total{kind="batch",outcome="accepted",status="202"}"#;
     assert_eq!(provider.metric(counted).await, Some(2.0));

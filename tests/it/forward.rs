@@ -60,14 +60,24 @@ async fn every_message_on_every_filter_fires_the_exact_spec_json() {
     };
     let reading = by_topic("dc1/sensors/t1");
     let received_at = reading.body["received_at"].as_str().unwrap().to_owned();
+    let message_id = reading.body["message_id"].as_str().unwrap().to_owned();
     assert_eq!(
         reading.body,
         json!({
             "type": "message", "topic": "dc1/sensors/t1", "body": r#"{"temperature":21.5}"#,
-            "qos": 1, "retain": false, "received_at": received_at,
+            "qos": 1, "retain": false, "received_at": received_at, "message_id": message_id,
             "datacenter_id": "dc1", "influx_url": "http://influxdb-dc1:8086"
         })
     );
+    // The process's boot id (16 hex digits) and the receipt number: one per message.
+    let (boot, seq) = message_id.split_once('-').unwrap();
+    assert!(boot.len() == 16 && boot.chars().all(|c| c.is_ascii_hexdigit()));
+    assert!(seq.parse::<u64>().is_ok());
+    let ids: std::collections::BTreeSet<&str> = fires
+        .iter()
+        .map(|f| f.body["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), fires.len(), "every message has its own id");
     assert!(
         chrono::DateTime::parse_from_rfc3339(&received_at).is_ok() && received_at.ends_with('Z')
     );
