@@ -7,10 +7,12 @@
 //! - While the forwarder is full the source stops *reading* (the broker keeps the rest:
 //!   back-pressure) but goes on writing acks and pings, so the broker never drops it for
 //!   silence and no reconnect is ever needed to get messages back.
-//! - Acks do not go through rumqttc's request channel: `poll()` reads up to ten publishes
+//! - Nothing goes through rumqttc's request channel. `poll()` reads up to ten publishes
 //!   per turn but writes one request, so under a flood the acks fell behind without bound
-//!   (and Mosquitto 2.0.11's window bug makes floods happen). The source writes every
-//!   queued ack straight to the connection instead, with one flush for all of them.
+//!   (and Mosquitto 2.0.11's window bug makes floods happen); and a request taken from the
+//!   channel is lost if `poll()` is cancelled before writing it. The source writes acks
+//!   (all queued ones with one flush), SUBSCRIBE and DISCONNECT straight to the
+//!   connection instead.
 
 mod reconnect;
 mod session;
@@ -21,8 +23,8 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, PubAck, Publish, QoS,
-    SubscribeFilter, SubscribeReasonCode, Transport,
+    Event, EventLoop, MqttOptions, Packet, PubAck, Publish, QoS, Subscribe, SubscribeFilter,
+    SubscribeReasonCode, Transport,
 };
 use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
@@ -67,7 +69,6 @@ pub fn subscription_qos(configured: u8) -> QoS {
 
 /// Owns the event loop. Run it with [`MqttSource::run`].
 pub struct MqttSource {
-    client: AsyncClient,
     eventloop: EventLoop,
     session: Arc<Session>,
     /// Reused buffer for the acks being written.
@@ -114,12 +115,11 @@ impl MqttSource {
                 "MQTT_QOS=2 is subscribed as QoS 1 (rumqttc cannot resume QoS 2 sessions); delivery stays at least once"
             );
         }
-        // Only subscriptions and the final disconnect use rumqttc's request channel.
-        let (client, eventloop) = AsyncClient::new(options, 16);
+        // No client: nothing is sent through rumqttc's request channel (see the module).
+        let eventloop = EventLoop::new(options, 1);
         let session = Arc::new(Session::default());
         let acker = Acker(session.clone());
         let source = MqttSource {
-            client,
             eventloop,
             session,
             writing: Vec::new(),
@@ -149,21 +149,22 @@ impl MqttSource {
     ) {
         let mut intake = Some(messages_tx);
         let mut retry_at: Option<Instant> = None;
-        let mut disconnecting = false;
         let session = self.session.clone();
         loop {
             self.write_acks().await;
-            // Cancelling `poll()` here is safe: its only await points are the connect,
-            // reading packets (buffered by the codec until complete) and writing requests
-            // (buffered by the codec; a cut-off flush is completed by the next write).
+            // Cancelling `poll()` here (rumqttc 0.25.1, pinned) loses nothing: a cancelled
+            // connect leaves no connection; a read keeps partial frames in the codec and
+            // the events of a finished read in `state.events`; with manual acks and no
+            // requests, its only write is the keep-alive PINGREQ, and a PINGREQ cut off
+            // before it reached the codec makes rumqttc reconnect at the next keep-alive,
+            // which the session makes harmless.
             let event = tokio::select! {
-                _ = fires_done.cancelled(), if !disconnecting => {
-                    disconnecting = true;
+                _ = fires_done.cancelled() => {
                     self.write_acks().await;
-                    if self.eventloop.network.is_none() || self.client.try_disconnect().is_err() {
-                        return;
+                    if self.write_packet(Packet::Disconnect).await {
+                        tracing::info!("disconnected from the MQTT broker");
                     }
-                    continue;
+                    return;
                 }
                 _ = stop_intake.cancelled(), if intake.is_some() => {
                     // Dropping the sender lets the forwarder see the end of the stream.
@@ -178,7 +179,9 @@ impl MqttSource {
                 event = self.eventloop.poll(), if retry_at.is_none() => event,
             };
             match event {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => self.on_connected(ack.session_present),
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    self.on_connected(ack.session_present).await;
+                }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => self.on_suback(&ack.return_codes),
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     if let Some(tx) = &intake
@@ -187,15 +190,8 @@ impl MqttSource {
                         return;
                     }
                 }
-                Ok(Event::Outgoing(Outgoing::Disconnect)) if disconnecting => {
-                    tracing::info!("disconnected from the MQTT broker");
-                    return;
-                }
                 Ok(_) => {}
                 Err(error) => {
-                    if disconnecting {
-                        return;
-                    }
                     // Publishes read just before the connection failed are still buffered
                     // in rumqttc. They belong to the session as it was: forward them now,
                     // before the next CONNACK says whether that session still exists.
@@ -281,7 +277,7 @@ impl MqttSource {
                 permit = tx.reserve() => break Some(permit),
                 _ = session.ready.notified() => self.write_acks().await,
                 _ = pings.tick() => {
-                    pinged |= self.write_ping().await;
+                    pinged |= self.write_packet(Packet::PingReq).await;
                     self.log_stall();
                 }
                 _ = stop_intake.cancelled() => break None,
@@ -295,13 +291,13 @@ impl MqttSource {
         room
     }
 
-    /// Writes a PINGREQ straight to the connection; false without one.
-    async fn write_ping(&mut self) -> bool {
+    /// Writes `packet` straight to the connection; false without one or if it failed
+    /// (which the next `poll()` reports as a connection error).
+    async fn write_packet(&mut self, packet: Packet) -> bool {
         let Some(network) = self.eventloop.network.as_mut() else {
             return false;
         };
-        // A failed write shows up as an error of the next `poll()`.
-        network.write(Packet::PingReq).await.is_ok() && network.flush().await.is_ok()
+        network.write(packet).await.is_ok() && network.flush().await.is_ok()
     }
 
     fn log_stall(&mut self) {
@@ -342,7 +338,7 @@ impl MqttSource {
         self.writing.clear();
     }
 
-    fn on_connected(&mut self, session_present: bool) {
+    async fn on_connected(&mut self, session_present: bool) {
         let failed_attempts = self.reconnects.connected();
         self.metrics.mqtt_connected(true);
         tracing::info!(
@@ -369,9 +365,11 @@ impl MqttSource {
             .filters
             .iter()
             .map(|f| SubscribeFilter::new(f.clone(), self.qos));
-        match self.client.try_subscribe_many(filters) {
-            Ok(()) => self.health.set_broker(BrokerState::Connected),
-            Err(error) => tracing::error!(%error, "could not queue the subscription"),
+        let mut subscribe = Subscribe::new_many(filters);
+        // The provider publishes nothing, so no other packet id is ever in use.
+        subscribe.pkid = 1;
+        if self.write_packet(Packet::Subscribe(subscribe)).await {
+            self.health.set_broker(BrokerState::Connected);
         }
     }
 
