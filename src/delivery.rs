@@ -187,7 +187,10 @@ impl Deliverer {
                         " (does trigger {:?} exist? create it once with wsk)",
                         fire.trigger
                     ),
-                    _ => " (check OW_AUTH and OW_NAMESPACE)".to_owned(),
+                    Some(401 | 403) => " (check OW_AUTH and OW_NAMESPACE)".to_owned(),
+                    _ => {
+                        " (not OpenWhisk's own answer: check OW_API_HOST, http or https)".to_owned()
+                    }
                 };
                 self.health.openwhisk_failing(&(problem() + &hint), true);
                 (FireOutcome::Retried, None)

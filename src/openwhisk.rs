@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER};
 use secrecy::ExposeSecret;
 use url::Url;
 
@@ -33,7 +33,8 @@ pub enum Verdict {
     Rejected,
     /// 429: the namespace's fires-per-minute limit is reached.
     Throttled { retry_after: Option<Duration> },
-    /// 401, 403, 404: wrong key or trigger not created (yet); retry slowly.
+    /// 401, 403, 404: wrong key or trigger not created (yet). A redirect (3xx): not
+    /// OpenWhisk answering at `OW_API_HOST`. Retry slowly.
     NotReady,
     /// Connection errors, timeouts, 408, 5xx and anything unexpected: retry.
     Transient { retry_after: Option<Duration> },
@@ -58,6 +59,9 @@ impl OpenWhiskClient {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .tls_danger_accept_invalid_certs(config.insecure)
+            // Following a redirect would turn the POST into a GET without a body (301, 302,
+            // 303) whose 200 reads as an accepted fire, or send the key to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("mqtt-whisk-provider/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let credentials = format!("{}:{}", config.auth.uuid, config.auth.key.expose_secret());
@@ -132,10 +136,13 @@ async fn answer(result: reqwest::Result<reqwest::Response>) -> Answer {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
+    let response_location = response.headers().get(LOCATION).cloned();
     // Read the body even on success, so the connection can serve the next fire.
     let body = response.bytes().await.unwrap_or_default();
     let detail = if status.is_success() {
         String::new()
+    } else if status.is_redirection() {
+        redirect_detail(response_location.as_ref())
     } else {
         error_detail(&body)
     };
@@ -151,10 +158,22 @@ pub fn classify(status: StatusCode, retry_after: Option<Duration>) -> Verdict {
     match status.as_u16() {
         204 => Verdict::NoActiveRule,
         200..=299 => Verdict::Accepted,
+        300..=399 => Verdict::NotReady,
         400 | 413 => Verdict::Rejected,
         401 | 403 | 404 => Verdict::NotReady,
         429 => Verdict::Throttled { retry_after },
         _ => Verdict::Transient { retry_after },
+    }
+}
+
+/// Where a redirect points, which is what `OW_API_HOST` may have to become.
+fn redirect_detail(location: Option<&HeaderValue>) -> String {
+    match location {
+        Some(location) => format!(
+            "redirected to {}, which is not followed",
+            String::from_utf8_lossy(location.as_bytes())
+        ),
+        None => "redirected without a Location, which is not followed".to_owned(),
     }
 }
 
@@ -231,13 +250,24 @@ mod tests {
         assert_eq!(s(204), Verdict::NoActiveRule);
         assert_eq!(s(400), Verdict::Rejected);
         assert_eq!(s(413), Verdict::Rejected);
-        for code in [401, 403, 404] {
+        for code in [301, 302, 303, 307, 308, 401, 403, 404] {
             assert_eq!(s(code), Verdict::NotReady);
         }
         assert_eq!(s(429), Verdict::Throttled { retry_after: None });
         for code in [408, 500, 502, 503, 504, 409] {
             assert_eq!(s(code), Verdict::Transient { retry_after: None });
         }
+    }
+
+    #[test]
+    fn a_redirect_names_its_location() {
+        let location =
+            HeaderValue::from_static("https://ow.example/api/v1/namespaces/_/triggers/t");
+        assert_eq!(
+            redirect_detail(Some(&location)),
+            "redirected to https://ow.example/api/v1/namespaces/_/triggers/t, which is not followed"
+        );
+        assert!(redirect_detail(None).contains("without a Location"));
     }
 
     #[test]

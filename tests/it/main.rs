@@ -11,5 +11,6 @@ mod cli;
 mod forward;
 mod memory;
 mod observability;
+mod openwhisk_faults;
 mod packaging;
 mod tls;

@@ -1,0 +1,55 @@
+//! Answers that are not OpenWhisk accepting a fire, though they may look like one (issue
+//! 8): a redirect, a proxy's 400, `Retry-After: 0`, a throttle that comes back every
+//! minute. Nothing is lost, `/readyz` names what is wrong, the log stays short.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{Fault, wait_until, wait_until_async};
+use crate::scenario::{Scenario, TRIGGER, publish_readings};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The readings fired at least once, whatever the answer.
+fn readings_tried(scenario: &Scenario) -> BTreeSet<u64> {
+    let seq = |fire: &crate::harness::RecordedFire| {
+        let payload: Value = serde_json::from_str(fire.body["body"].as_str()?).ok()?;
+        payload["seq"].as_u64()
+    };
+    scenario.ow.fires().iter().filter_map(seq).collect()
+}
+
+/// Publishes readings `0..count`, waits until OpenWhisk saw every one of them answered
+/// with the fault in force, and checks that none was accepted.
+async fn publish_into_the_fault(scenario: &Scenario, count: u64) {
+    let publisher = scenario.publisher().await;
+    publish_readings(&publisher, 0..count).await;
+    wait_until("every reading fired into the fault", DEADLINE, || {
+        readings_tried(scenario).len() as u64 == count
+    })
+    .await;
+    assert_eq!(scenario.accepted_count(), 0);
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_readings_wait_until_it_is_gone() {
+    let scenario = Scenario::start().await;
+    scenario.ow.set_fault(Fault::Redirect(301));
+    let provider = scenario.spawn_provider().await;
+    publish_into_the_fault(&scenario, 10).await;
+    let location = format!(
+        "{}/api/v1/namespaces/_/triggers/{TRIGGER}",
+        scenario.ow.api_host()
+    );
+    wait_until_async("readyz names the Location", DEADLINE, || async {
+        let (status, body) = provider.get("/readyz").await;
+        status == 503 && body.contains(&location)
+    })
+    .await;
+
+    scenario.ow.set_fault(Fault::None);
+    scenario.wait_delivered(10, DEADLINE).await;
+    provider.wait_ready(DEADLINE).await;
+}
