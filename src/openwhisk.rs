@@ -29,12 +29,13 @@ pub enum Verdict {
     Accepted,
     /// 204: OpenWhisk took the fire but no active rule starts an action.
     NoActiveRule,
-    /// 400, 413: this payload can never be accepted.
+    /// 400, 413 with OpenWhisk's own error body: this payload can never be accepted.
     Rejected,
     /// 429: the namespace's fires-per-minute limit is reached.
     Throttled { retry_after: Option<Duration> },
-    /// 401, 403, 404: wrong key or trigger not created (yet). A redirect (3xx): not
-    /// OpenWhisk answering at `OW_API_HOST`. Retry slowly.
+    /// 401, 403, 404: wrong key or trigger not created (yet). A redirect (3xx), or a 400
+    /// or 413 that is not OpenWhisk's own: not OpenWhisk answering at `OW_API_HOST`.
+    /// Retry slowly.
     NotReady,
     /// Connection errors, timeouts, 408, 5xx and anything unexpected: retry.
     Transient { retry_after: Option<Duration> },
@@ -136,31 +137,40 @@ async fn answer(result: reqwest::Result<reqwest::Response>) -> Answer {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let response_location = response.headers().get(LOCATION).cloned();
+    let location = response.headers().get(LOCATION).cloned();
     // Read the body even on success, so the connection can serve the next fire.
     let body = response.bytes().await.unwrap_or_default();
+    let openwhisk_error = openwhisk_error(&body);
+    let verdict = classify(status, retry_after, openwhisk_error.is_some());
     let detail = if status.is_success() {
         String::new()
     } else if status.is_redirection() {
-        redirect_detail(response_location.as_ref())
+        redirect_detail(location.as_ref())
     } else {
-        error_detail(&body)
+        openwhisk_error.unwrap_or_else(|| body_snippet(&body))
     };
     Answer {
-        verdict: classify(status, retry_after),
+        verdict,
         status: Some(status),
         detail,
     }
 }
 
-/// Maps a status to the delivery rule it calls for (SPEC section 4).
-pub fn classify(status: StatusCode, retry_after: Option<Duration>) -> Verdict {
+/// Maps an answer to the delivery rule it calls for (SPEC section 4). `from_openwhisk`:
+/// whether the body is OpenWhisk's own error (see [`openwhisk_error`]); a 400 or 413 is
+/// final only then, since a proxy's (nginx's, when plain http reaches its https port)
+/// says nothing about the fire.
+pub fn classify(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    from_openwhisk: bool,
+) -> Verdict {
     match status.as_u16() {
         204 => Verdict::NoActiveRule,
         200..=299 => Verdict::Accepted,
         300..=399 => Verdict::NotReady,
-        400 | 413 => Verdict::Rejected,
-        401 | 403 | 404 => Verdict::NotReady,
+        400 | 413 if from_openwhisk => Verdict::Rejected,
+        400 | 413 | 401 | 403 | 404 => Verdict::NotReady,
         429 => Verdict::Throttled { retry_after },
         _ => Verdict::Transient { retry_after },
     }
@@ -177,15 +187,21 @@ fn redirect_detail(location: Option<&HeaderValue>) -> String {
     }
 }
 
-/// OpenWhisk's `{"error": ...}` text, or the start of any other body (an nginx page).
-fn error_detail(body: &[u8]) -> String {
+/// The `error` text of OpenWhisk's own error body, `{"error": "...", "code": "<tid>"}`
+/// (the transaction id is numeric in old releases). `None` for any other body: an nginx
+/// page, a proxy's or a load balancer's answer, which cannot make a fire final.
+fn openwhisk_error(body: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct ErrorBody {
         error: String,
+        code: serde_json::Value,
     }
-    if let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) {
-        return parsed.error;
-    }
+    let parsed: ErrorBody = serde_json::from_slice(body).ok()?;
+    (parsed.code.is_string() || parsed.code.is_u64()).then_some(parsed.error)
+}
+
+/// The start of a body that is not OpenWhisk's, whitespace squashed (an nginx page).
+fn body_snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     text.chars().take(160).collect()
@@ -245,7 +261,7 @@ mod tests {
 
     #[test]
     fn statuses_map_to_the_delivery_rules() {
-        let s = |code| classify(StatusCode::from_u16(code).unwrap(), None);
+        let s = |code| classify(StatusCode::from_u16(code).unwrap(), None, true);
         assert_eq!(s(202), Verdict::Accepted);
         assert_eq!(s(204), Verdict::NoActiveRule);
         assert_eq!(s(400), Verdict::Rejected);
@@ -271,13 +287,43 @@ mod tests {
     }
 
     #[test]
-    fn error_detail_reads_openwhisk_errors_and_squashes_html() {
+    fn a_400_or_413_is_final_only_when_openwhisk_itself_answered() {
+        let s = |code, from_openwhisk| {
+            classify(StatusCode::from_u16(code).unwrap(), None, from_openwhisk)
+        };
+        assert_eq!(s(400, true), Verdict::Rejected);
+        assert_eq!(s(413, true), Verdict::Rejected);
+        assert_eq!(s(400, false), Verdict::NotReady);
+        assert_eq!(s(413, false), Verdict::NotReady);
+        assert_eq!(s(202, false), Verdict::Accepted);
+        assert_eq!(s(503, false), Verdict::Transient { retry_after: None });
+    }
+
+    #[test]
+    fn only_openwhisks_error_shape_is_its_own() {
+        let text = |body: &str| openwhisk_error(body.as_bytes());
+        let malformed = r#"{"error":"The request content was malformed:\nx","code":"4aVpO2x7k1"}"#;
         assert_eq!(
-            error_detail(br#"{"error":"The requested resource does not exist.","code":"x"}"#),
-            "The requested resource does not exist."
+            text(malformed).as_deref(),
+            Some("The request content was malformed:\nx")
         );
+        let old_release = r#"{"error":"Request larger than allowed: 2 > 1 bytes.","code":1234}"#;
+        assert!(text(old_release).is_some(), "numeric transaction ids");
+        for foreign in [
+            "<html><head><title>400 Bad Request</title></head></html>",
+            r#"{"error":"bad request"}"#,
+            r#"{"message":"Bad Request","code":"400"}"#,
+            r#"{"error":{"reason":"x"},"code":"y"}"#,
+            "",
+        ] {
+            assert_eq!(text(foreign), None, "{foreign}");
+        }
+    }
+
+    #[test]
+    fn a_foreign_body_is_squashed_into_a_snippet() {
         assert_eq!(
-            error_detail(b"<html>\n<h1>502   Bad Gateway</h1></html>"),
+            body_snippet(b"<html>\n<h1>502   Bad Gateway</h1></html>"),
             "<html> <h1>502 Bad Gateway</h1></html>"
         );
     }

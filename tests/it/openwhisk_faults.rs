@@ -53,3 +53,23 @@ async fn a_redirect_is_not_followed_and_readings_wait_until_it_is_gone() {
     scenario.wait_delivered(10, DEADLINE).await;
     provider.wait_ready(DEADLINE).await;
 }
+
+#[tokio::test]
+async fn a_400_that_is_not_openwhisks_own_is_retried_and_reported_not_ready() {
+    let scenario = Scenario::start().await;
+    // What nginx answers when plain http is sent to its https port.
+    scenario.ow.set_fault(Fault::NginxHtml(400));
+    let provider = scenario.spawn_provider().await;
+    publish_into_the_fault(&scenario, 10).await;
+    wait_until_async("readyz names the 400 and its body", DEADLINE, || async {
+        let (status, body) = provider.get("/readyz").await;
+        status == 503 && body.contains("400") && body.contains("nginx")
+    })
+    .await;
+    let rejected = r#"mqtt_whisk_fires_total{kind="message",outcome="rejected",status="400"}"#;
+    assert_eq!(provider.metric(rejected).await, None, "nothing was dropped");
+
+    scenario.ow.set_fault(Fault::None);
+    scenario.wait_delivered(10, DEADLINE).await;
+    provider.wait_ready(DEADLINE).await;
+}
