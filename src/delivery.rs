@@ -27,6 +27,9 @@ pub struct Fire<'a> {
     pub body: Bytes,
     /// What the fire is about, for logs: the topic, or the alarm's name.
     pub subject: &'a str,
+    /// The MQTT messages it carries (0 for an alarm): rejections are counted in messages,
+    /// and a fire of several that is too large is handed back to be split.
+    pub messages: usize,
     /// Give up retrying at this instant (an alarm's next tick); `None` = never.
     pub deadline: Option<Instant>,
 }
@@ -38,6 +41,9 @@ pub enum Delivered {
     NoActiveRule,
     /// OpenWhisk can never accept it (or it is over the payload limit): do not retry.
     Rejected,
+    /// Over a payload limit, but it carries several messages, which may fit in smaller
+    /// fires: not final, the caller sends them again in parts.
+    TooLarge,
     /// The deadline came first.
     GaveUp,
 }
@@ -45,7 +51,10 @@ pub enum Delivered {
 impl Delivered {
     /// Whether the source may forget the message: OpenWhisk took it, or never will.
     pub fn is_final(&self) -> bool {
-        !matches!(self, Delivered::GaveUp)
+        matches!(
+            self,
+            Delivered::Accepted | Delivered::NoActiveRule | Delivered::Rejected
+        )
     }
 }
 
@@ -84,15 +93,14 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 impl Deliverer {
     /// Delivers `fire`, retrying transient failures without limit (or until its deadline).
     pub async fn deliver(&self, fire: Fire<'_>) -> Delivered {
-        let size = fire.body.len();
-        if size > self.max_payload_bytes {
-            tracing::warn!(
-                kind = ?fire.kind, subject = fire.subject, size, limit = self.max_payload_bytes,
-                "fire is larger than FIRE_MAX_PAYLOAD_BYTES and can never be accepted; dropped"
+        if fire.body.len() > self.max_payload_bytes {
+            let detail = format!(
+                "larger than FIRE_MAX_PAYLOAD_BYTES ({})",
+                self.max_payload_bytes
             );
-            self.metrics
-                .fire_attempt(fire.kind, FireOutcome::Rejected, "local");
-            return Delivered::Rejected;
+            let (outcome, delivered) = self.too_large(&fire, "local", &detail);
+            self.metrics.fire_attempt(fire.kind, outcome, "local");
+            return delivered;
         }
         let client = match &self.sink {
             Sink::OpenWhisk(client) => client,
@@ -118,10 +126,12 @@ impl Deliverer {
                 return Delivered::GaveUp;
             }
             let answer = client.fire(fire.url, fire.body.clone()).await;
-            let delay = match self.record(&fire, &answer, size) {
+            let delay = match self.record(&fire, &answer) {
                 Some(done) => {
-                    self.metrics
-                        .fire_finished(fire.kind, started.elapsed().as_secs_f64());
+                    if done.is_final() {
+                        self.metrics
+                            .fire_finished(fire.kind, started.elapsed().as_secs_f64());
+                    }
                     return done;
                 }
                 None => match answer.verdict {
@@ -152,7 +162,7 @@ impl Deliverer {
     }
 
     /// Counts and logs one answer; returns the final result, or `None` to retry.
-    fn record(&self, fire: &Fire<'_>, answer: &Answer, size: usize) -> Option<Delivered> {
+    fn record(&self, fire: &Fire<'_>, answer: &Answer) -> Option<Delivered> {
         let status = answer
             .status
             .map_or_else(|| "none".to_owned(), |s| s.as_u16().to_string());
@@ -170,12 +180,13 @@ impl Deliverer {
                 self.health.no_active_rule(fire.trigger);
                 (FireOutcome::NoActiveRule, Some(Delivered::NoActiveRule))
             }
-            Verdict::Rejected => {
-                tracing::warn!(
-                    kind = ?fire.kind, subject = fire.subject, size, status, detail = answer.detail,
-                    "OpenWhisk can never accept this fire; dropped"
-                );
-                (FireOutcome::Rejected, Some(Delivered::Rejected))
+            Verdict::Rejected => (
+                self.reject(fire, &status, &answer.detail),
+                Some(Delivered::Rejected),
+            ),
+            Verdict::TooLarge => {
+                let (outcome, delivered) = self.too_large(fire, &status, &answer.detail);
+                (outcome, Some(delivered))
             }
             Verdict::Throttled { .. } => {
                 self.health.openwhisk_failing(&problem(), false);
@@ -202,6 +213,27 @@ impl Deliverer {
         };
         self.metrics.fire_attempt(fire.kind, outcome, &status);
         result
+    }
+
+    /// A fire over a payload limit: handed back to be split when it carries several
+    /// messages, rejected when it is one message (or an alarm) too large on its own.
+    fn too_large(&self, fire: &Fire<'_>, status: &str, detail: &str) -> (FireOutcome, Delivered) {
+        if fire.messages > 1 {
+            self.health.batch_split(fire.messages, detail);
+            (FireOutcome::Split, Delivered::TooLarge)
+        } else {
+            (self.reject(fire, status, detail), Delivered::Rejected)
+        }
+    }
+
+    /// Logs and counts a fire that can never be accepted; its messages are then acked.
+    fn reject(&self, fire: &Fire<'_>, status: &str, detail: &str) -> FireOutcome {
+        tracing::warn!(
+            kind = ?fire.kind, subject = fire.subject, size = fire.body.len(), status, detail,
+            "OpenWhisk can never accept this fire; dropped"
+        );
+        self.metrics.messages_rejected(fire.messages as u64);
+        FireOutcome::Rejected
     }
 
     /// Runs `wait` unless `deadline` comes first; false when the deadline came.

@@ -27,6 +27,7 @@ struct State {
     broker: BrokerState,
     openwhisk: Option<Failure>,
     no_rule: Option<Reminder>,
+    split: Option<Reminder>,
 }
 
 /// OpenWhisk not accepting fires: since when, why, and how often since the last log.
@@ -52,6 +53,18 @@ impl Reminder {
         }
     }
 
+    /// Counts one more in `slot`; returns how many to report if this one is logged (the
+    /// first, or the first after an interval).
+    fn due_in(slot: &mut Option<Reminder>) -> Option<u64> {
+        match slot {
+            None => {
+                *slot = Some(Reminder::new());
+                Some(1)
+            }
+            Some(reminder) => reminder.due(),
+        }
+    }
+
     /// Counts one more; returns how many were suppressed if it is time to log again.
     fn due(&mut self) -> Option<u64> {
         self.count += 1;
@@ -68,6 +81,7 @@ impl Default for Health {
             broker: BrokerState::Disconnected,
             openwhisk: None,
             no_rule: None,
+            split: None,
         })))
     }
 }
@@ -156,19 +170,25 @@ impl Health {
 
     /// A 204: accepted, but no rule starts an action. Warned once per interval.
     pub fn no_active_rule(&self, trigger: &str) {
-        let mut state = self.state();
-        let log_now = match state.no_rule.as_mut() {
-            None => {
-                state.no_rule = Some(Reminder::new());
-                Some(1)
-            }
-            Some(reminder) => reminder.due(),
-        };
-        if let Some(count) = log_now {
+        if let Some(count) = Reminder::due_in(&mut self.state().no_rule) {
             tracing::warn!(
                 trigger,
                 fires = count,
                 "trigger has no active rule: OpenWhisk accepted the fires (204) but starts no action"
+            );
+        }
+    }
+
+    /// A batch of `messages` was larger than OpenWhisk takes (`detail` says by how much),
+    /// so its messages go again in halves. Warned once per interval: it means
+    /// `FIRE_MAX_PAYLOAD_BYTES` is above the namespace's payload limit.
+    pub fn batch_split(&self, messages: usize, detail: &str) {
+        if let Some(count) = Reminder::due_in(&mut self.state().split) {
+            tracing::warn!(
+                messages,
+                detail,
+                batches_split = count,
+                "batch too large for OpenWhisk, sent again in halves; set FIRE_MAX_PAYLOAD_BYTES to the namespace's payload limit"
             );
         }
     }

@@ -29,8 +29,10 @@ pub enum Verdict {
     Accepted,
     /// 204: OpenWhisk took the fire but no active rule starts an action.
     NoActiveRule,
-    /// 400, 413 with OpenWhisk's own error body: this payload can never be accepted.
+    /// 400 with OpenWhisk's own error body: this payload can never be accepted.
     Rejected,
+    /// 413 with OpenWhisk's own error body: larger than the namespace's payload limit.
+    TooLarge,
     /// 429: the namespace's fires-per-minute limit is reached.
     Throttled { retry_after: Option<Duration> },
     /// 401, 403, 404: wrong key or trigger not created (yet). A redirect (3xx), or a 400
@@ -169,7 +171,8 @@ pub fn classify(
         204 => Verdict::NoActiveRule,
         200..=299 => Verdict::Accepted,
         300..=399 => Verdict::NotReady,
-        400 | 413 if from_openwhisk => Verdict::Rejected,
+        400 if from_openwhisk => Verdict::Rejected,
+        413 if from_openwhisk => Verdict::TooLarge,
         400 | 413 | 401 | 403 | 404 => Verdict::NotReady,
         429 => Verdict::Throttled { retry_after },
         _ => Verdict::Transient { retry_after },
@@ -265,7 +268,7 @@ mod tests {
         assert_eq!(s(202), Verdict::Accepted);
         assert_eq!(s(204), Verdict::NoActiveRule);
         assert_eq!(s(400), Verdict::Rejected);
-        assert_eq!(s(413), Verdict::Rejected);
+        assert_eq!(s(413), Verdict::TooLarge);
         for code in [301, 302, 303, 307, 308, 401, 403, 404] {
             assert_eq!(s(code), Verdict::NotReady);
         }
@@ -292,7 +295,7 @@ mod tests {
             classify(StatusCode::from_u16(code).unwrap(), None, from_openwhisk)
         };
         assert_eq!(s(400, true), Verdict::Rejected);
-        assert_eq!(s(413, true), Verdict::Rejected);
+        assert_eq!(s(413, true), Verdict::TooLarge);
         assert_eq!(s(400, false), Verdict::NotReady);
         assert_eq!(s(413, false), Verdict::NotReady);
         assert_eq!(s(202, false), Verdict::Accepted);
