@@ -67,8 +67,9 @@ pub struct Deliverer {
     pub max_payload_bytes: usize,
 }
 
-/// Backoff for transient failures: the controller is restarting or overloaded.
-fn transient_backoff() -> impl Iterator<Item = Duration> {
+/// Backoff for transient failures (the controller is restarting or overloaded) and, on
+/// top of the namespace's pause, for throttles.
+fn retry_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(10))
@@ -116,7 +117,7 @@ impl Deliverer {
             }
         };
         let started = Instant::now();
-        let mut transient = transient_backoff();
+        let mut retry = retry_backoff();
         let mut not_ready = not_ready_backoff();
         loop {
             if !self
@@ -142,11 +143,19 @@ impl Deliverer {
                         {
                             self.metrics.namespace_paused();
                         }
-                        Duration::ZERO
+                        // This fire's own backoff starts when the pause ends, so that the
+                        // fires waiting for it do not all retry at the same instant.
+                        if !self
+                            .wait_or_deadline(self.pause.wait(), fire.deadline)
+                            .await
+                        {
+                            return Delivered::GaveUp;
+                        }
+                        retry.next().unwrap_or(Duration::from_secs(10))
                     }
                     Verdict::NotReady => not_ready.next().unwrap_or(Duration::from_secs(15)),
                     Verdict::Transient { retry_after } => {
-                        let backoff = transient.next().unwrap_or(Duration::from_secs(10));
+                        let backoff = retry.next().unwrap_or(Duration::from_secs(10));
                         retry_after.map_or(backoff, |r| r.min(MAX_RETRY_AFTER).max(backoff))
                     }
                     _ => unreachable!("final verdicts returned above"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Fault, wait_until, wait_until_async};
+use crate::harness::{BrokerOptions, Fault, wait_until, wait_until_async};
 use crate::scenario::{Scenario, TRIGGER, publish_readings};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -72,4 +72,37 @@ async fn a_400_that_is_not_openwhisks_own_is_retried_and_reported_not_ready() {
     scenario.ow.set_fault(Fault::None);
     scenario.wait_delivered(10, DEADLINE).await;
     provider.wait_ready(DEADLINE).await;
+}
+
+/// Most requests while 45 readings wait through 10 s of 429s with `Retry-After: 0`: one
+/// per reading per second. With the 1 s floor of the namespace's pause and each fire's
+/// own backoff on top it makes about 140; without them it made 40,000.
+const RETRY_AFTER_0_REQUESTS_BOUND: usize = 45 * 10;
+
+#[tokio::test]
+async fn retry_after_0_does_not_turn_45_waiting_readings_into_a_request_storm() {
+    // A broker window wide enough for all 45 to wait in the provider, not at the broker.
+    let scenario = Scenario::with_broker(BrokerOptions {
+        max_queued_messages: Some(0),
+        max_inflight_messages: Some(100),
+        ..BrokerOptions::default()
+    })
+    .await;
+    scenario.ow.set_fault(Fault::TooManyRequests {
+        retry_after_secs: Some(0),
+    });
+    let _provider = scenario.spawn_provider().await;
+    publish_into_the_fault(&scenario, 45).await;
+    let before = scenario.ow.fires().len();
+    // The 10 s of throttling are the scenario, not a synchronisation.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let requests = scenario.ow.fires().len() - before;
+
+    scenario.ow.set_fault(Fault::None);
+    scenario.wait_delivered(45, DEADLINE).await;
+    eprintln!("Retry-After: 0 for 10 s with 45 readings waiting: {requests} requests");
+    assert!(
+        requests <= RETRY_AFTER_0_REQUESTS_BOUND,
+        "{requests} requests in 10 s for 45 readings"
+    );
 }
