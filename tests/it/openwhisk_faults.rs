@@ -106,3 +106,39 @@ async fn retry_after_0_does_not_turn_45_waiting_readings_into_a_request_storm() 
         "{requests} requests in 10 s for 45 readings"
     );
 }
+
+#[tokio::test]
+async fn a_throttle_every_minute_is_warned_about_rarely_and_never_recovered_from() {
+    let scenario = Scenario::start().await;
+    // 25 readings, 10 fires a minute: 429s in two consecutive minutes at least.
+    scenario.ow.set_fires_per_minute(Some(10));
+    let provider = scenario.spawn_provider().await;
+    let publisher = scenario.publisher().await;
+    publish_readings(&publisher, 0..25).await;
+    scenario.wait_delivered(25, Duration::from_secs(200)).await;
+
+    let minutes: BTreeSet<u64> = scenario
+        .ow
+        .fires()
+        .iter()
+        .filter(|fire| fire.status == 429)
+        .map(|fire| {
+            let since_epoch = fire.at.duration_since(std::time::UNIX_EPOCH).unwrap();
+            since_epoch.as_secs() / 60
+        })
+        .collect();
+    assert!(
+        minutes.iter().any(|m| minutes.contains(&(m + 1))),
+        "429s in two consecutive minutes: {minutes:?}"
+    );
+    let logs = provider.logs();
+    let lines = |needle: &str| logs.iter().filter(|line| line.contains(needle)).count();
+    let throttle_lines = lines("Too many requests");
+    assert!(
+        throttle_lines <= 2,
+        "{throttle_lines} log lines about the throttle:\n{}",
+        provider.log_text()
+    );
+    assert_eq!(lines("accepting fires again"), 0, "a throttle is no outage");
+    assert_eq!(lines("\"ERROR\""), 0, "a throttle is no error");
+}
