@@ -27,6 +27,9 @@ pub struct Fire<'a> {
     pub body: Bytes,
     /// What the fire is about, for logs: the topic, or the alarm's name.
     pub subject: &'a str,
+    /// The MQTT messages it carries (0 for an alarm): rejections are counted in messages,
+    /// and a fire of several that is too large is handed back to be split.
+    pub messages: usize,
     /// Give up retrying at this instant (an alarm's next tick); `None` = never.
     pub deadline: Option<Instant>,
 }
@@ -38,6 +41,9 @@ pub enum Delivered {
     NoActiveRule,
     /// OpenWhisk can never accept it (or it is over the payload limit): do not retry.
     Rejected,
+    /// Over a payload limit, but it carries several messages, which may fit in smaller
+    /// fires: not final, the caller sends them again in parts.
+    TooLarge,
     /// The deadline came first.
     GaveUp,
 }
@@ -45,7 +51,10 @@ pub enum Delivered {
 impl Delivered {
     /// Whether the source may forget the message: OpenWhisk took it, or never will.
     pub fn is_final(&self) -> bool {
-        !matches!(self, Delivered::GaveUp)
+        matches!(
+            self,
+            Delivered::Accepted | Delivered::NoActiveRule | Delivered::Rejected
+        )
     }
 }
 
@@ -58,8 +67,9 @@ pub struct Deliverer {
     pub max_payload_bytes: usize,
 }
 
-/// Backoff for transient failures: the controller is restarting or overloaded.
-fn transient_backoff() -> impl Iterator<Item = Duration> {
+/// Backoff for transient failures (the controller is restarting or overloaded) and, on
+/// top of the namespace's pause, for throttles.
+fn retry_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(10))
@@ -84,15 +94,14 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 impl Deliverer {
     /// Delivers `fire`, retrying transient failures without limit (or until its deadline).
     pub async fn deliver(&self, fire: Fire<'_>) -> Delivered {
-        let size = fire.body.len();
-        if size > self.max_payload_bytes {
-            tracing::warn!(
-                kind = ?fire.kind, subject = fire.subject, size, limit = self.max_payload_bytes,
-                "fire is larger than FIRE_MAX_PAYLOAD_BYTES and can never be accepted; dropped"
+        if fire.body.len() > self.max_payload_bytes {
+            let detail = format!(
+                "larger than FIRE_MAX_PAYLOAD_BYTES ({})",
+                self.max_payload_bytes
             );
-            self.metrics
-                .fire_attempt(fire.kind, FireOutcome::Rejected, "local");
-            return Delivered::Rejected;
+            let (outcome, delivered) = self.too_large(&fire, "local", &detail);
+            self.metrics.fire_attempt(fire.kind, outcome, "local");
+            return delivered;
         }
         let client = match &self.sink {
             Sink::OpenWhisk(client) => client,
@@ -108,7 +117,7 @@ impl Deliverer {
             }
         };
         let started = Instant::now();
-        let mut transient = transient_backoff();
+        let mut retry = retry_backoff();
         let mut not_ready = not_ready_backoff();
         loop {
             if !self
@@ -118,10 +127,12 @@ impl Deliverer {
                 return Delivered::GaveUp;
             }
             let answer = client.fire(fire.url, fire.body.clone()).await;
-            let delay = match self.record(&fire, &answer, size) {
+            let delay = match self.record(&fire, &answer) {
                 Some(done) => {
-                    self.metrics
-                        .fire_finished(fire.kind, started.elapsed().as_secs_f64());
+                    if done.is_final() {
+                        self.metrics
+                            .fire_finished(fire.kind, started.elapsed().as_secs_f64());
+                    }
                     return done;
                 }
                 None => match answer.verdict {
@@ -132,11 +143,19 @@ impl Deliverer {
                         {
                             self.metrics.namespace_paused();
                         }
-                        Duration::ZERO
+                        // This fire's own backoff starts when the pause ends, so that the
+                        // fires waiting for it do not all retry at the same instant.
+                        if !self
+                            .wait_or_deadline(self.pause.wait(), fire.deadline)
+                            .await
+                        {
+                            return Delivered::GaveUp;
+                        }
+                        retry.next().unwrap_or(Duration::from_secs(10))
                     }
                     Verdict::NotReady => not_ready.next().unwrap_or(Duration::from_secs(15)),
                     Verdict::Transient { retry_after } => {
-                        let backoff = transient.next().unwrap_or(Duration::from_secs(10));
+                        let backoff = retry.next().unwrap_or(Duration::from_secs(10));
                         retry_after.map_or(backoff, |r| r.min(MAX_RETRY_AFTER).max(backoff))
                     }
                     _ => unreachable!("final verdicts returned above"),
@@ -152,7 +171,7 @@ impl Deliverer {
     }
 
     /// Counts and logs one answer; returns the final result, or `None` to retry.
-    fn record(&self, fire: &Fire<'_>, answer: &Answer, size: usize) -> Option<Delivered> {
+    fn record(&self, fire: &Fire<'_>, answer: &Answer) -> Option<Delivered> {
         let status = answer
             .status
             .map_or_else(|| "none".to_owned(), |s| s.as_u16().to_string());
@@ -170,12 +189,13 @@ impl Deliverer {
                 self.health.no_active_rule(fire.trigger);
                 (FireOutcome::NoActiveRule, Some(Delivered::NoActiveRule))
             }
-            Verdict::Rejected => {
-                tracing::warn!(
-                    kind = ?fire.kind, subject = fire.subject, size, status, detail = answer.detail,
-                    "OpenWhisk can never accept this fire; dropped"
-                );
-                (FireOutcome::Rejected, Some(Delivered::Rejected))
+            Verdict::Rejected => (
+                self.reject(fire, &status, &answer.detail),
+                Some(Delivered::Rejected),
+            ),
+            Verdict::TooLarge => {
+                let (outcome, delivered) = self.too_large(fire, &status, &answer.detail);
+                (outcome, Some(delivered))
             }
             Verdict::Throttled { .. } => {
                 self.health.openwhisk_failing(&problem(), false);
@@ -187,7 +207,10 @@ impl Deliverer {
                         " (does trigger {:?} exist? create it once with wsk)",
                         fire.trigger
                     ),
-                    _ => " (check OW_AUTH and OW_NAMESPACE)".to_owned(),
+                    Some(401 | 403) => " (check OW_AUTH and OW_NAMESPACE)".to_owned(),
+                    _ => {
+                        " (not OpenWhisk's own answer: check OW_API_HOST, http or https)".to_owned()
+                    }
                 };
                 self.health.openwhisk_failing(&(problem() + &hint), true);
                 (FireOutcome::Retried, None)
@@ -199,6 +222,27 @@ impl Deliverer {
         };
         self.metrics.fire_attempt(fire.kind, outcome, &status);
         result
+    }
+
+    /// A fire over a payload limit: handed back to be split when it carries several
+    /// messages, rejected when it is one message (or an alarm) too large on its own.
+    fn too_large(&self, fire: &Fire<'_>, status: &str, detail: &str) -> (FireOutcome, Delivered) {
+        if fire.messages > 1 {
+            self.health.batch_split(fire.messages, detail);
+            (FireOutcome::Split, Delivered::TooLarge)
+        } else {
+            (self.reject(fire, status, detail), Delivered::Rejected)
+        }
+    }
+
+    /// Logs and counts a fire that can never be accepted; its messages are then acked.
+    fn reject(&self, fire: &Fire<'_>, status: &str, detail: &str) -> FireOutcome {
+        tracing::warn!(
+            kind = ?fire.kind, subject = fire.subject, size = fire.body.len(), status, detail,
+            "OpenWhisk can never accept this fire; dropped"
+        );
+        self.metrics.messages_rejected(fire.messages as u64);
+        FireOutcome::Rejected
     }
 
     /// Runs `wait` unless `deadline` comes first; false when the deadline came.

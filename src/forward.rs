@@ -4,8 +4,10 @@
 //!
 //! With `FIRE_BATCH_MAX` above 1, messages are gathered into batches: one fire carries up
 //! to that many, is sent when full, when `FIRE_BATCH_WAIT_MS` has passed since its first
-//! message, or before its JSON would pass `FIRE_MAX_PAYLOAD_BYTES`. Every message of a
-//! batch is acknowledged only once the batch's fire got a final answer.
+//! message, or before its JSON would pass `FIRE_MAX_PAYLOAD_BYTES`. A batch that is still
+//! too large for OpenWhisk (a namespace's limit can be lower) is sent again in halves,
+//! until only a message too large on its own is rejected. Every message of a batch is
+//! acknowledged only once the fire that carried it got a final answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
-use crate::delivery::{Deliverer, Fire};
+use crate::delivery::{Delivered, Deliverer, Fire};
 use crate::fire_body::{MessageBodies, MessageFields};
 use crate::metrics::FireKind;
 use crate::mqtt::{Acker, Message};
@@ -38,6 +40,9 @@ pub struct Forwarder {
 struct Outgoing {
     kind: FireKind,
     messages: Vec<Message>,
+    /// A batch's entries, one per message (none for a single message), kept so that
+    /// splitting a batch renders no message twice.
+    entries: Vec<Vec<u8>>,
     body: Bytes,
     /// For logs: the topic, or the batch's first topic and size.
     subject: String,
@@ -55,11 +60,12 @@ impl Forwarder {
     ) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let mut batcher = Batcher::default();
+        let forwarder = Arc::new(self);
         loop {
-            let outgoing = if self.batch_max > 1 {
-                batcher.next(&self, &mut messages_rx).await
+            let outgoing = if forwarder.batch_max > 1 {
+                batcher.next(&forwarder, &mut messages_rx).await
             } else {
-                messages_rx.recv().await.map(|m| self.single(m))
+                messages_rx.recv().await.map(|m| forwarder.single(m))
             };
             let Some(outgoing) = outgoing else {
                 return;
@@ -67,29 +73,40 @@ impl Forwarder {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
             };
-            let deliverer = self.deliverer.clone();
-            let acker = self.acker.clone();
-            let trigger = self.trigger.clone();
-            let url = self.url.clone();
+            let forwarder = forwarder.clone();
             let abandon = abandon.clone();
             fires.spawn(async move {
-                let _in_flight = deliverer.metrics.in_flight();
-                let fire = Fire {
-                    kind: outgoing.kind,
-                    trigger: &trigger,
-                    url: &url,
-                    body: outgoing.body,
-                    subject: &outgoing.subject,
-                    deadline: None,
-                };
+                let _in_flight = forwarder.deliverer.metrics.in_flight();
                 tokio::select! {
-                    delivered = deliverer.deliver(fire) => if delivered.is_final() {
-                        outgoing.messages.iter().for_each(|m| acker.ack(m));
-                    },
+                    () = forwarder.deliver(outgoing) => {},
                     _ = abandon.cancelled() => {}
                 }
                 drop(permit);
             });
+        }
+    }
+
+    /// Delivers `outgoing` and acks its messages once final. A batch too large for
+    /// OpenWhisk goes again in halves, one after the other, each acked on its own answer.
+    async fn deliver(&self, outgoing: Outgoing) {
+        let mut parts = vec![outgoing];
+        while let Some(part) = parts.pop() {
+            let fire = Fire {
+                kind: part.kind,
+                trigger: &self.trigger,
+                url: &self.url,
+                body: part.body.clone(),
+                subject: &part.subject,
+                messages: part.messages.len(),
+                deadline: None,
+            };
+            let delivered = self.deliverer.deliver(fire).await;
+            if delivered == Delivered::TooLarge {
+                let (first, second) = part.halves(&self.bodies);
+                parts.extend([second, first]);
+            } else if delivered.is_final() {
+                part.messages.iter().for_each(|m| self.acker.ack(m));
+            }
         }
     }
 
@@ -99,8 +116,39 @@ impl Forwarder {
             kind: FireKind::Message,
             subject: message.publish.topic.clone(),
             messages: vec![message],
+            entries: Vec::new(),
             body,
         }
+    }
+}
+
+impl Outgoing {
+    /// One batch fire of `messages`, whose rendered entries are `entries`.
+    fn batch(bodies: &MessageBodies, messages: Vec<Message>, entries: Vec<Vec<u8>>) -> Outgoing {
+        let body = bodies.batch(entries.iter().map(Vec::as_slice));
+        let topic = &messages[0].publish.topic;
+        let subject = match messages.len() {
+            1 => topic.clone(),
+            n => format!("{topic} and {} more", n - 1),
+        };
+        Outgoing {
+            kind: FireKind::Batch,
+            messages,
+            entries,
+            body,
+            subject,
+        }
+    }
+
+    /// The batch as two batches of half its messages each (it has two at least).
+    fn halves(mut self, bodies: &MessageBodies) -> (Outgoing, Outgoing) {
+        let middle = self.messages.len() / 2;
+        let messages = self.messages.split_off(middle);
+        let entries = self.entries.split_off(middle);
+        (
+            Outgoing::batch(bodies, self.messages, self.entries),
+            Outgoing::batch(bodies, messages, entries),
+        )
     }
 }
 
@@ -157,13 +205,7 @@ impl Batcher {
             entries_len += entry.len();
             batch.push((message, entry));
         }
-        let body = bodies.batch(batch.iter().map(|(_, entry)| entry.as_slice()));
-        let subject = format!("{} and {} more", batch[0].0.publish.topic, batch.len() - 1);
-        Some(Outgoing {
-            kind: FireKind::Batch,
-            messages: batch.into_iter().map(|(message, _)| message).collect(),
-            body,
-            subject,
-        })
+        let (messages, entries) = batch.into_iter().unzip();
+        Some(Outgoing::batch(bodies, messages, entries))
     }
 }

@@ -1,9 +1,13 @@
 //! What `/readyz` reports, and the logs that go with a change of state: one line when the
 //! broker or OpenWhisk changes state, and while OpenWhisk fails one reminder per interval
-//! instead of one error per message.
+//! instead of one error per message. A throttle (429) is OpenWhisk's flow control, not a
+//! failure: warned about once per interval, never "recovered" from.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so that tests can step it; without a runtime it is the system's.
+use tokio::time::Instant;
 
 /// How often a persisting failure is logged again.
 pub const REMINDER_INTERVAL: Duration = Duration::from_secs(60);
@@ -26,17 +30,30 @@ pub struct Health(Arc<Mutex<State>>);
 struct State {
     broker: BrokerState,
     openwhisk: Option<Failure>,
+    throttled: Option<Reminder>,
     no_rule: Option<Reminder>,
+    split: Option<Reminder>,
 }
 
 /// OpenWhisk not accepting fires: since when, why, and how often since the last log.
 struct Failure {
+    /// What the failures have in common while their texts change: see [`failure_group`].
+    group: String,
+    /// The latest failure's text, for `/readyz` and the reminders.
     problem: String,
-    /// Whether readiness fails (401/403/404/5xx/unreachable) or only the log (429 is
-    /// OpenWhisk's flow control working as intended).
-    blocks_readiness: bool,
     since: Instant,
     reminder: Reminder,
+}
+
+/// The start of a problem that stays the same while its detail changes (a 429's count, a
+/// 404's hint): the HTTP status ("404" of "404 Not Found: ..." and of "404: ..."), or the
+/// kind of transport error ("cannot connect" of "cannot connect: Connection refused").
+fn failure_group(problem: &str) -> &str {
+    let head = problem.split_once(':').map_or(problem, |(head, _)| head);
+    match head.get(..3) {
+        Some(status) if status.bytes().all(|b| b.is_ascii_digit()) => status,
+        _ => head,
+    }
 }
 
 struct Reminder {
@@ -49,6 +66,18 @@ impl Reminder {
         Reminder {
             last_logged: Instant::now(),
             count: 0,
+        }
+    }
+
+    /// Counts one more in `slot`; returns how many to report if this one is logged (the
+    /// first, or the first after an interval).
+    fn due_in(slot: &mut Option<Reminder>) -> Option<u64> {
+        match slot {
+            None => {
+                *slot = Some(Reminder::new());
+                Some(1)
+            }
+            Some(reminder) => reminder.due(),
         }
     }
 
@@ -67,7 +96,9 @@ impl Default for Health {
         Health(Arc::new(Mutex::new(State {
             broker: BrokerState::Disconnected,
             openwhisk: None,
+            throttled: None,
             no_rule: None,
+            split: None,
         })))
     }
 }
@@ -100,7 +131,7 @@ impl Health {
             )),
             BrokerState::Subscribed => {}
         }
-        if let Some(failure) = state.openwhisk.as_ref().filter(|f| f.blocks_readiness) {
+        if let Some(failure) = &state.openwhisk {
             reasons.push(format!(
                 "OpenWhisk is not accepting fires: {}",
                 failure.problem
@@ -124,12 +155,33 @@ impl Health {
         }
     }
 
-    /// Records a failed attempt. Logs when the problem starts or changes, then once per
-    /// [`REMINDER_INTERVAL`] with the number of failures in between.
+    /// Records a failed attempt. `problem` starts with the HTTP status or the kind of
+    /// transport error, then `: ` and the detail ("503 Service Unavailable: ...",
+    /// "cannot connect: ..."). Failures are grouped by that start, not by the whole text:
+    /// logged when a group begins, then once per [`REMINDER_INTERVAL`] with the number of
+    /// failures in between.
+    ///
+    /// `blocks_readiness: false` is for OpenWhisk's flow control (a 429): fires wait for
+    /// the next minute and nothing is wrong. It leaves readiness and the failure alone, is
+    /// warned about once per interval with a count, and has no recovery to log.
     pub fn openwhisk_failing(&self, problem: &str, blocks_readiness: bool) {
         let mut state = self.state();
+        if !blocks_readiness {
+            if let Some(count) = Reminder::due_in(&mut state.throttled) {
+                tracing::warn!(
+                    problem,
+                    fires_throttled_since_last_log = count,
+                    "OpenWhisk is throttling fires to this namespace; they wait for the next minute"
+                );
+            }
+            return;
+        }
+        let group = failure_group(problem);
         match state.openwhisk.as_mut() {
-            Some(failure) if failure.problem == problem => {
+            Some(failure) if failure.group == group => {
+                if failure.problem != problem {
+                    failure.problem = problem.to_owned();
+                }
                 if let Some(count) = failure.reminder.due() {
                     tracing::error!(
                         problem,
@@ -145,8 +197,8 @@ impl Health {
                     "OpenWhisk is not accepting fires; messages are kept and retried"
                 );
                 state.openwhisk = Some(Failure {
+                    group: group.to_owned(),
                     problem: problem.to_owned(),
-                    blocks_readiness,
                     since: Instant::now(),
                     reminder: Reminder::new(),
                 });
@@ -156,19 +208,25 @@ impl Health {
 
     /// A 204: accepted, but no rule starts an action. Warned once per interval.
     pub fn no_active_rule(&self, trigger: &str) {
-        let mut state = self.state();
-        let log_now = match state.no_rule.as_mut() {
-            None => {
-                state.no_rule = Some(Reminder::new());
-                Some(1)
-            }
-            Some(reminder) => reminder.due(),
-        };
-        if let Some(count) = log_now {
+        if let Some(count) = Reminder::due_in(&mut self.state().no_rule) {
             tracing::warn!(
                 trigger,
                 fires = count,
                 "trigger has no active rule: OpenWhisk accepted the fires (204) but starts no action"
+            );
+        }
+    }
+
+    /// A batch of `messages` was larger than OpenWhisk takes (`detail` says by how much),
+    /// so its messages go again in halves. Warned once per interval: it means
+    /// `FIRE_MAX_PAYLOAD_BYTES` is above the namespace's payload limit.
+    pub fn batch_split(&self, messages: usize, detail: &str) {
+        if let Some(count) = Reminder::due_in(&mut self.state().split) {
+            tracing::warn!(
+                messages,
+                detail,
+                batches_split = count,
+                "batch too large for OpenWhisk, sent again in halves; set FIRE_MAX_PAYLOAD_BYTES to the namespace's payload limit"
             );
         }
     }
@@ -193,6 +251,109 @@ mod tests {
             ["OpenWhisk is not accepting fires: 404 trigger t does not exist"]
         );
         health.openwhisk_accepting();
+        assert!(health.readiness().is_ok());
+    }
+
+    /// What is logged on this thread while the guard lives.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+            let logs = Logs::default();
+            let writer = logs.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            (logs, tracing::subscriber::set_default(subscriber))
+        }
+
+        fn lines(&self, needle: &str) -> Vec<String> {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            text.lines()
+                .filter(|line| line.contains(needle))
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_is_warned_once_per_interval_whatever_its_count_and_never_recovered() {
+        let (logs, _guard) = Logs::capture();
+        let health = Health::default();
+        health.set_broker(BrokerState::Subscribed);
+        // A throttle every half interval, ten fires each time, accepted in between.
+        for _ in 0..4 {
+            for count in 61..71 {
+                let problem = format!(
+                    "429 Too Many Requests: Too many requests in the last minute (count: {count}, allowed: 60)."
+                );
+                health.openwhisk_failing(&problem, false);
+                assert!(health.readiness().is_ok(), "a throttle is not an outage");
+            }
+            health.openwhisk_accepting();
+            tokio::time::advance(REMINDER_INTERVAL / 2).await;
+        }
+        let throttled = logs.lines("Too many requests");
+        assert_eq!(throttled.len(), 2, "{throttled:#?}");
+        assert!(throttled.iter().all(|line| line.contains("WARN")));
+        assert!(
+            throttled[1].contains("=20"),
+            "the second counts the 20 since the first: {}",
+            throttled[1]
+        );
+        assert_eq!(logs.lines("accepting fires again"), Vec::<String>::new());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_are_grouped_by_status_or_transport_error_not_by_their_text() {
+        let (logs, _guard) = Logs::capture();
+        let health = Health::default();
+        health.set_broker(BrokerState::Subscribed);
+        health.openwhisk_failing(
+            "404 Not Found: The requested resource does not exist.",
+            true,
+        );
+        health.openwhisk_failing("404: trigger \"t\" does not exist", true);
+        assert_eq!(logs.lines("ERROR").len(), 1, "one 404, two texts");
+        assert_eq!(
+            health.readiness().unwrap_err(),
+            ["OpenWhisk is not accepting fires: 404: trigger \"t\" does not exist"],
+            "readiness tells the latest text"
+        );
+        health.openwhisk_failing("503 Service Unavailable: overloaded", true);
+        health.openwhisk_failing("cannot connect: Connection refused (os error 111)", true);
+        health.openwhisk_failing(
+            "cannot connect: Connection reset by peer (os error 104)",
+            true,
+        );
+        assert_eq!(logs.lines("ERROR").len(), 3, "404, 503, cannot connect");
+        health.openwhisk_failing("timed out: operation timed out", true);
+        assert_eq!(logs.lines("ERROR").len(), 4);
+
+        tokio::time::advance(REMINDER_INTERVAL).await;
+        health.openwhisk_failing("timed out: deadline has elapsed", true);
+        let reminders = logs.lines("still not accepting");
+        assert_eq!(reminders.len(), 1);
+        assert!(
+            reminders[0].contains("deadline has elapsed"),
+            "{}",
+            reminders[0]
+        );
+        health.openwhisk_accepting();
+        assert_eq!(logs.lines("accepting fires again").len(), 1);
         assert!(health.readiness().is_ok());
     }
 

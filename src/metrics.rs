@@ -35,6 +35,8 @@ pub enum FireOutcome {
     Accepted,
     NoActiveRule,
     Rejected,
+    /// Too large for OpenWhisk: its messages go again in two smaller fires.
+    Split,
     Retried,
 }
 
@@ -44,6 +46,7 @@ impl FireOutcome {
             FireOutcome::Accepted => "accepted",
             FireOutcome::NoActiveRule => "no_active_rule",
             FireOutcome::Rejected => "rejected",
+            FireOutcome::Split => "split",
             FireOutcome::Retried => "retried",
         }
     }
@@ -88,6 +91,7 @@ struct Inner {
     mqtt_reconnects: Counter,
     messages_redelivered: Counter,
     namespace_pauses: Counter,
+    messages_rejected: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -108,6 +112,7 @@ impl Default for Metrics {
             mqtt_reconnects: Counter::default(),
             messages_redelivered: Counter::default(),
             namespace_pauses: Counter::default(),
+            messages_rejected: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -154,6 +159,11 @@ impl Default for Metrics {
             "namespace_pauses",
             "Times a 429 paused every fire until the next minute",
             inner.namespace_pauses.clone(),
+        );
+        registry.register(
+            "messages_rejected",
+            "Messages acknowledged unfired because OpenWhisk can never accept them (refused, or too large on their own)",
+            inner.messages_rejected.clone(),
         );
         Metrics(Arc::new(Inner { registry, ..inner }))
     }
@@ -225,6 +235,10 @@ impl Metrics {
 
     pub fn namespace_paused(&self) {
         self.0.namespace_pauses.inc();
+    }
+
+    pub fn messages_rejected(&self, count: u64) {
+        self.0.messages_rejected.inc_by(count);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER};
 use secrecy::ExposeSecret;
 use url::Url;
 
@@ -29,11 +29,15 @@ pub enum Verdict {
     Accepted,
     /// 204: OpenWhisk took the fire but no active rule starts an action.
     NoActiveRule,
-    /// 400, 413: this payload can never be accepted.
+    /// 400 with OpenWhisk's own error body: this payload can never be accepted.
     Rejected,
+    /// 413 with OpenWhisk's own error body: larger than the namespace's payload limit.
+    TooLarge,
     /// 429: the namespace's fires-per-minute limit is reached.
     Throttled { retry_after: Option<Duration> },
-    /// 401, 403, 404: wrong key or trigger not created (yet); retry slowly.
+    /// 401, 403, 404: wrong key or trigger not created (yet). A redirect (3xx), or a 400
+    /// or 413 that is not OpenWhisk's own: not OpenWhisk answering at `OW_API_HOST`.
+    /// Retry slowly.
     NotReady,
     /// Connection errors, timeouts, 408, 5xx and anything unexpected: retry.
     Transient { retry_after: Option<Duration> },
@@ -58,6 +62,9 @@ impl OpenWhiskClient {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .tls_danger_accept_invalid_certs(config.insecure)
+            // Following a redirect would turn the POST into a GET without a body (301, 302,
+            // 303) whose 200 reads as an accepted fire, or send the key to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("mqtt-whisk-provider/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let credentials = format!("{}:{}", config.auth.uuid, config.auth.key.expose_secret());
@@ -132,41 +139,72 @@ async fn answer(result: reqwest::Result<reqwest::Response>) -> Answer {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
+    let location = response.headers().get(LOCATION).cloned();
     // Read the body even on success, so the connection can serve the next fire.
     let body = response.bytes().await.unwrap_or_default();
+    let openwhisk_error = openwhisk_error(&body);
+    let verdict = classify(status, retry_after, openwhisk_error.is_some());
     let detail = if status.is_success() {
         String::new()
+    } else if status.is_redirection() {
+        redirect_detail(location.as_ref())
     } else {
-        error_detail(&body)
+        openwhisk_error.unwrap_or_else(|| body_snippet(&body))
     };
     Answer {
-        verdict: classify(status, retry_after),
+        verdict,
         status: Some(status),
         detail,
     }
 }
 
-/// Maps a status to the delivery rule it calls for (SPEC section 4).
-pub fn classify(status: StatusCode, retry_after: Option<Duration>) -> Verdict {
+/// Maps an answer to the delivery rule it calls for (SPEC section 4). `from_openwhisk`:
+/// whether the body is OpenWhisk's own error (see [`openwhisk_error`]); a 400 or 413 is
+/// final only then, since a proxy's (nginx's, when plain http reaches its https port)
+/// says nothing about the fire.
+pub fn classify(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    from_openwhisk: bool,
+) -> Verdict {
     match status.as_u16() {
         204 => Verdict::NoActiveRule,
         200..=299 => Verdict::Accepted,
-        400 | 413 => Verdict::Rejected,
-        401 | 403 | 404 => Verdict::NotReady,
+        300..=399 => Verdict::NotReady,
+        400 if from_openwhisk => Verdict::Rejected,
+        413 if from_openwhisk => Verdict::TooLarge,
+        400 | 413 | 401 | 403 | 404 => Verdict::NotReady,
         429 => Verdict::Throttled { retry_after },
         _ => Verdict::Transient { retry_after },
     }
 }
 
-/// OpenWhisk's `{"error": ...}` text, or the start of any other body (an nginx page).
-fn error_detail(body: &[u8]) -> String {
+/// Where a redirect points, which is what `OW_API_HOST` may have to become.
+fn redirect_detail(location: Option<&HeaderValue>) -> String {
+    match location {
+        Some(location) => format!(
+            "redirected to {}, which is not followed",
+            String::from_utf8_lossy(location.as_bytes())
+        ),
+        None => "redirected without a Location, which is not followed".to_owned(),
+    }
+}
+
+/// The `error` text of OpenWhisk's own error body, `{"error": "...", "code": "<tid>"}`
+/// (the transaction id is numeric in old releases). `None` for any other body: an nginx
+/// page, a proxy's or a load balancer's answer, which cannot make a fire final.
+fn openwhisk_error(body: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct ErrorBody {
         error: String,
+        code: serde_json::Value,
     }
-    if let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) {
-        return parsed.error;
-    }
+    let parsed: ErrorBody = serde_json::from_slice(body).ok()?;
+    (parsed.code.is_string() || parsed.code.is_u64()).then_some(parsed.error)
+}
+
+/// The start of a body that is not OpenWhisk's, whitespace squashed (an nginx page).
+fn body_snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     text.chars().take(160).collect()
@@ -226,12 +264,12 @@ mod tests {
 
     #[test]
     fn statuses_map_to_the_delivery_rules() {
-        let s = |code| classify(StatusCode::from_u16(code).unwrap(), None);
+        let s = |code| classify(StatusCode::from_u16(code).unwrap(), None, true);
         assert_eq!(s(202), Verdict::Accepted);
         assert_eq!(s(204), Verdict::NoActiveRule);
         assert_eq!(s(400), Verdict::Rejected);
-        assert_eq!(s(413), Verdict::Rejected);
-        for code in [401, 403, 404] {
+        assert_eq!(s(413), Verdict::TooLarge);
+        for code in [301, 302, 303, 307, 308, 401, 403, 404] {
             assert_eq!(s(code), Verdict::NotReady);
         }
         assert_eq!(s(429), Verdict::Throttled { retry_after: None });
@@ -241,13 +279,54 @@ mod tests {
     }
 
     #[test]
-    fn error_detail_reads_openwhisk_errors_and_squashes_html() {
+    fn a_redirect_names_its_location() {
+        let location =
+            HeaderValue::from_static("https://ow.example/api/v1/namespaces/_/triggers/t");
         assert_eq!(
-            error_detail(br#"{"error":"The requested resource does not exist.","code":"x"}"#),
-            "The requested resource does not exist."
+            redirect_detail(Some(&location)),
+            "redirected to https://ow.example/api/v1/namespaces/_/triggers/t, which is not followed"
         );
+        assert!(redirect_detail(None).contains("without a Location"));
+    }
+
+    #[test]
+    fn a_400_or_413_is_final_only_when_openwhisk_itself_answered() {
+        let s = |code, from_openwhisk| {
+            classify(StatusCode::from_u16(code).unwrap(), None, from_openwhisk)
+        };
+        assert_eq!(s(400, true), Verdict::Rejected);
+        assert_eq!(s(413, true), Verdict::TooLarge);
+        assert_eq!(s(400, false), Verdict::NotReady);
+        assert_eq!(s(413, false), Verdict::NotReady);
+        assert_eq!(s(202, false), Verdict::Accepted);
+        assert_eq!(s(503, false), Verdict::Transient { retry_after: None });
+    }
+
+    #[test]
+    fn only_openwhisks_error_shape_is_its_own() {
+        let text = |body: &str| openwhisk_error(body.as_bytes());
+        let malformed = r#"{"error":"The request content was malformed:\nx","code":"4aVpO2x7k1"}"#;
         assert_eq!(
-            error_detail(b"<html>\n<h1>502   Bad Gateway</h1></html>"),
+            text(malformed).as_deref(),
+            Some("The request content was malformed:\nx")
+        );
+        let old_release = r#"{"error":"Request larger than allowed: 2 > 1 bytes.","code":1234}"#;
+        assert!(text(old_release).is_some(), "numeric transaction ids");
+        for foreign in [
+            "<html><head><title>400 Bad Request</title></head></html>",
+            r#"{"error":"bad request"}"#,
+            r#"{"message":"Bad Request","code":"400"}"#,
+            r#"{"error":{"reason":"x"},"code":"y"}"#,
+            "",
+        ] {
+            assert_eq!(text(foreign), None, "{foreign}");
+        }
+    }
+
+    #[test]
+    fn a_foreign_body_is_squashed_into_a_snippet() {
+        assert_eq!(
+            body_snippet(b"<html>\n<h1>502   Bad Gateway</h1></html>"),
             "<html> <h1>502 Bad Gateway</h1></html>"
         );
     }

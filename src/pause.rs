@@ -8,6 +8,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use tokio::time::Instant;
 
+/// Shortest pause for a `Retry-After`: a `Retry-After: 0` on every 429 must not turn the
+/// waiting fires into a busy loop (it made 40,000 requests in 10 s for 45 messages).
+const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// Shared by every fire to one namespace; cheap to clone.
 #[derive(Clone, Default)]
 pub struct NamespacePause(Arc<Mutex<Option<Instant>>>);
@@ -24,15 +28,17 @@ impl NamespacePause {
         }
     }
 
-    /// Pauses every fire for `retry_after`, or else until the next wall-clock minute plus
-    /// up to a second of jitter. Returns true when this started or extended the pause,
-    /// so that one 429 among many in flight is logged and counted once.
+    /// Pauses every fire for `retry_after` (at least [`MIN_RETRY_AFTER`]), or else until
+    /// the next wall-clock minute; plus up to a second of jitter either way. Returns true
+    /// when this started or extended the pause, so that one 429 among many in flight is
+    /// logged and counted once.
     pub fn pause(&self, retry_after: Option<Duration>) -> bool {
-        let delay = retry_after.unwrap_or_else(|| {
-            until_next_minute(SystemTime::now())
-                + Duration::from_millis(rand::rng().random_range(0..1000))
-        });
-        let until = Instant::now() + delay;
+        let delay = match retry_after {
+            Some(retry_after) => retry_after.max(MIN_RETRY_AFTER),
+            None => until_next_minute(SystemTime::now()),
+        };
+        let jitter = Duration::from_millis(rand::rng().random_range(0..1000));
+        let until = Instant::now() + delay + jitter;
         let mut current = self.0.lock().unwrap_or_else(|p| p.into_inner());
         // Fires in flight when the pause began come back with 429 too: they must not
         // push the pause further out by their own jitter.
@@ -82,5 +88,18 @@ mod tests {
             waiter.await.unwrap();
         }
         assert!(start.elapsed() >= Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_of_0_still_pauses_for_the_floor_plus_jitter() {
+        let pause = NamespacePause::default();
+        let start = Instant::now();
+        assert!(pause.pause(Some(Duration::ZERO)));
+        pause.wait().await;
+        let paused = start.elapsed();
+        assert!(
+            (MIN_RETRY_AFTER..MIN_RETRY_AFTER + Duration::from_secs(1)).contains(&paused),
+            "paused {paused:?}"
+        );
     }
 }

@@ -117,6 +117,7 @@ impl AlarmFires {
             url: &self.url,
             body: alarm_body(alarm, scheduled_at),
             subject: &alarm.name,
+            messages: 0,
             deadline,
         };
         let scheduled_at = rfc3339(scheduled_at);
@@ -144,6 +145,7 @@ impl AlarmFires {
                 );
                 FireOutcome::Rejected
             }
+            Delivered::TooLarge => unreachable!("only a fire of several messages is split"),
             Delivered::GaveUp => {
                 tracing::error!(
                     alarm = alarm.name,

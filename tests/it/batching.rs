@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use rumqttc::QoS;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::harness::{Fault, RecordedFire, wait_until};
+use crate::harness::{Fault, RecordedFire, wait_until, wait_until_async};
 use crate::scenario::{Scenario, publish_readings};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -155,4 +155,58 @@ async fn nothing_is_lost_when_batch_fires_fail() {
     scenario.ow.set_fault(Fault::None);
     let duplicates = scenario.wait_delivered(500, DEADLINE).await;
     eprintln!("failed batch fires: 500 readings delivered, {duplicates} duplicates");
+}
+
+#[tokio::test]
+async fn a_batch_over_openwhisks_limit_is_split_and_only_a_reading_too_large_alone_is_rejected() {
+    let mut scenario = Scenario::start().await;
+    batching(&mut scenario, 50, 200);
+    // The namespace's limit is far below FIRE_MAX_PAYLOAD_BYTES (1 MiB): a full batch of
+    // readings (~10 kB) gets 413, a single one (~200 bytes) fits.
+    scenario.ow.set_max_payload_bytes(4_000);
+    let provider = scenario.spawn_provider().await;
+    let publisher = scenario.publisher().await;
+    publish_readings(&publisher, 0..200).await;
+    let too_large = format!(r#"{{"seq":200,"padding":"{}"}}"#, "x".repeat(5_000));
+    publisher
+        .publish("dc1/sensors/huge", too_large, QoS::AtLeastOnce, false)
+        .await;
+    publish_readings(&publisher, 201..300).await;
+
+    let expected: std::collections::BTreeSet<u64> = (0..300).filter(|&seq| seq != 200).collect();
+    wait_until("every reading but the huge one accepted", DEADLINE, || {
+        scenario.ow.delivered().0 == expected
+    })
+    .await;
+    let rejected_messages = "mqtt_whisk_messages_rejected_total";
+    wait_until_async("the huge reading rejected", DEADLINE, || async {
+        provider.metric(rejected_messages).await == Some(1.0)
+    })
+    .await;
+    let rejected = r#"mqtt_whisk_fires_total{kind="batch",outcome="rejected",status="413"}"#;
+    assert_eq!(provider.metric(rejected).await, Some(1.0));
+    assert!(provider.log_text().contains("dc1/sensors/huge"));
+    let accepted = scenario.ow.accepted();
+    assert!(accepted.iter().all(|fire| fire.body["type"] == "batch"));
+    assert!(accepted.iter().all(|fire| fire.raw_body.len() <= 4_000));
+    assert_eq!(scenario.ow.delivered().1, 0, "no part was sent twice");
+
+    // Every part was acknowledged: a restart with the same session brings nothing back.
+    drop(provider);
+    let before = scenario.ow.fires().len();
+    let _again = scenario.spawn_provider().await;
+    publisher
+        .publish("dc1/sensors/after", "1", QoS::AtLeastOnce, false)
+        .await;
+    wait_until("the new message", DEADLINE, || {
+        scenario.ow.fires().len() > before
+    })
+    .await;
+    let after: Vec<_> = scenario.ow.fires().into_iter().skip(before).collect();
+    let topics: Vec<&Value> = after
+        .iter()
+        .flat_map(|fire| fire.body["messages"].as_array().unwrap())
+        .map(|message| &message["topic"])
+        .collect();
+    assert_eq!(topics, ["dc1/sensors/after"]);
 }

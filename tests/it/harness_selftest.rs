@@ -404,6 +404,58 @@ async fn fake_openwhisk_injects_faults_into_fires() {
 }
 
 #[tokio::test]
+async fn fake_openwhisk_redirects_a_fire_to_a_get_that_answers_200() {
+    let ow = FakeOpenWhisk::start().await;
+    ow.create_trigger("t", true);
+    ow.set_fault(Fault::Redirect(301));
+    let not_following = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = trigger_url(&ow, "_", "t");
+    let response = with_key(&ow, not_following.post(&url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 301);
+    assert_eq!(response.headers()["location"], url.as_str());
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("301 Moved Permanently")
+    );
+    // Following it, as a browser would, turns the fire into a GET that succeeds.
+    assert_eq!(answer(with_key(&ow, http_client().get(&url))).await.0, 200);
+    let statuses: Vec<u16> = ow.fires().iter().map(|f| f.status).collect();
+    assert_eq!(statuses, [301], "only the POST is a fire");
+}
+
+#[tokio::test]
+async fn fake_openwhisk_answers_413_above_the_namespace_payload_limit() {
+    let ow = FakeOpenWhisk::start().await;
+    ow.create_trigger("t", true);
+    ow.set_max_payload_bytes(100);
+    let body = |len: usize| {
+        let padding = "x".repeat(len - r#"{"x":""}"#.len());
+        format!(r#"{{"x":"{padding}"}}"#)
+    };
+    let json = |request: RequestBuilder| request.header("content-type", "application/json");
+    let (status, _, error) = answer(json(fire(&ow, "_", "t")).body(body(101))).await;
+    assert_eq!(status, 413);
+    assert_eq!(
+        error["error"],
+        "Request larger than allowed: 101 > 100 bytes."
+    );
+    assert_eq!(
+        answer(json(fire(&ow, "_", "t")).body(body(100))).await.0,
+        202
+    );
+}
+
+#[tokio::test]
 async fn fake_openwhisk_keeps_the_delivered_sequence_numbers_up_to_date() {
     let ow = FakeOpenWhisk::start().await;
     ow.create_trigger("t", true);

@@ -11,6 +11,7 @@ mod cli;
 mod forward;
 mod memory;
 mod observability;
+mod openwhisk_faults;
 mod packaging;
 mod reconnect;
 mod session;

@@ -25,7 +25,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::wait::poll_until;
 
-/// OpenWhisk's payload limit (`whisk.activation.payload.max = 1 m`).
+/// OpenWhisk's default payload limit (`whisk.activation.payload.max = 1 m`).
 const MAX_PAYLOAD_BYTES: u64 = 1_048_576;
 /// How long `accept_connections` may wait for the port to be free again.
 const REBIND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,6 +49,11 @@ pub enum Fault {
     Slow(Duration),
     /// Close the connection without answering.
     Reset,
+    /// Answer this redirect status (301, 302, 303, 307, 308) with nginx's page and a
+    /// `Location` naming the same trigger on this fake, as an nginx that moves `http` to
+    /// `https` would. A client that follows it GETs the trigger, which answers 200, and
+    /// may take that for an accepted fire.
+    Redirect(u16),
     /// Answer this status (with a JSON error body) to fires whose body contains the string;
     /// other fires are handled normally.
     RejectBodiesContaining(String, u16),
@@ -111,6 +116,8 @@ struct State {
     duplicates: usize,
     fault: Fault,
     fires_per_minute: Option<u32>,
+    /// Larger bodies are answered 413 (`allowedMaxPayloadSize` of the namespace).
+    max_payload_bytes: u64,
     /// The throttle's fixed window: (epoch minute, fires counted in it).
     window: (u64, u32),
 }
@@ -152,7 +159,10 @@ impl FakeOpenWhisk {
             auth,
             namespace: format!("ns_{}", random_alphanumeric(10).to_lowercase()),
             in_flight: AtomicUsize::new(0),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                max_payload_bytes: MAX_PAYLOAD_BYTES,
+                ..State::default()
+            }),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake OpenWhisk");
         let port = listener
@@ -210,6 +220,14 @@ impl FakeOpenWhisk {
         let mut state = self.state();
         state.fires_per_minute = limit;
         state.window = (current_minute(), 0);
+    }
+
+    /// Sets the namespace's payload limit: fires with a larger `Content-Length` get 413.
+    ///
+    /// A real controller's limit is per namespace (`allowedMaxPayloadSize`, at most the
+    /// system's `whisk.activation.payload.max`); the default is 1048576, as there.
+    pub fn set_max_payload_bytes(&self, limit: u64) {
+        self.state().max_payload_bytes = limit;
     }
 
     /// Injects a fault into every following fire (until `Fault::None` is set).
@@ -547,6 +565,11 @@ async fn fire(request: &TriggerRequest<'_>) -> Answer {
         }
         Fault::Slow(delay) => tokio::time::sleep(delay).await,
         Fault::Reset => return Answer::Reset,
+        Fault::Redirect(status) => {
+            let host = header(request.parts, "host").unwrap_or_else(|| "127.0.0.1".into());
+            let location = format!("http://{host}{}", request.parts.uri.path());
+            return Answer::Redirect(status, location);
+        }
         Fault::RejectBodiesContaining(needle, status) => {
             let needle = needle.as_bytes();
             let body = request.body;
@@ -578,8 +601,9 @@ fn accept_fire(request: &TriggerRequest<'_>) -> Result<Answer, Answer> {
     let content_length = header(request.parts, CONTENT_LENGTH.as_str())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
-    if content_length > MAX_PAYLOAD_BYTES {
-        return Err(Answer::error(413, too_large(content_length)));
+    if content_length > state.max_payload_bytes {
+        let message = too_large(content_length, state.max_payload_bytes);
+        return Err(Answer::error(413, message));
     }
     request.json_body()?;
     match state.triggers.get(request.name) {
@@ -686,6 +710,8 @@ enum Answer {
     Text(&'static str),
     /// nginx's HTML error page.
     NginxPage(u16),
+    /// nginx's page for a redirect, with this `Location`.
+    Redirect(u16, String),
     /// Close the connection without answering.
     Reset,
 }
@@ -698,9 +724,10 @@ impl Answer {
     /// The status recorded for this answer; 0 for no answer.
     fn status(&self) -> u16 {
         match self {
-            Answer::Error(status, _) | Answer::Json(status, _) | Answer::NginxPage(status) => {
-                *status
-            }
+            Answer::Error(status, _)
+            | Answer::Json(status, _)
+            | Answer::NginxPage(status)
+            | Answer::Redirect(status, _) => *status,
             Answer::Throttled(..) => 429,
             Answer::Activation(_) => 202,
             Answer::NoContent => 204,
@@ -742,6 +769,10 @@ impl Answer {
                 .body(Body::from(text)),
             Answer::NginxPage(_) => response
                 .header(CONTENT_TYPE, "text/html")
+                .body(Body::from(nginx_page(status))),
+            Answer::Redirect(_, location) => response
+                .header(CONTENT_TYPE, "text/html")
+                .header("location", location)
                 .body(Body::from(nginx_page(status))),
         };
         Some(response.expect("a valid response"))
@@ -805,7 +836,7 @@ fn status_message(status: u16) -> String {
         400 => "The request content was malformed:\ninjected by the test".to_string(),
         401 => "The supplied authentication is invalid".to_string(),
         404 => NOT_FOUND.to_string(),
-        413 => too_large(MAX_PAYLOAD_BYTES + 1),
+        413 => too_large(MAX_PAYLOAD_BYTES + 1, MAX_PAYLOAD_BYTES),
         429 => too_many_requests(61, 60),
         500 => "There was an internal server error.".to_string(),
         503 => "System is overloaded, try again later.".to_string(),
@@ -819,8 +850,8 @@ fn too_many_requests(count: u32, allowed: u32) -> String {
     format!("Too many requests in the last minute (count: {count}, allowed: {allowed}).")
 }
 
-fn too_large(content_length: u64) -> String {
-    format!("Request larger than allowed: {content_length} > {MAX_PAYLOAD_BYTES} bytes.")
+fn too_large(content_length: u64, limit: u64) -> String {
+    format!("Request larger than allowed: {content_length} > {limit} bytes.")
 }
 
 fn reason(status: u16) -> &'static str {
