@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::harness::BrokerOptions;
+use crate::harness::{BrokerOptions, poll_until};
 use crate::scenario::{Scenario, publish_readings};
 
 /// Fires per wall-clock minute the fake allows.
@@ -35,7 +35,10 @@ async fn a_backlog_drains_at_the_fires_per_minute_limit() {
 
     // Three minutes' allowance: at most a partial minute, two full ones and one to spare.
     let deadline = Duration::from_secs(5 * 60);
-    let duplicates = scenario.wait_delivered(READINGS, deadline).await;
+    let all_in = poll_until(deadline, || {
+        std::future::ready(scenario.ow.delivered().0.len() as u64 >= READINGS)
+    })
+    .await;
 
     // New readings and copies accepted in each wall-clock minute.
     let mut seen = BTreeSet::new();
@@ -55,6 +58,12 @@ async fn a_backlog_drains_at_the_fires_per_minute_limit() {
     }
     let table: Vec<(u32, u32)> = per_minute.values().copied().collect();
     eprintln!("429 backlog: (new, copies) accepted per minute {table:?}");
+    let (delivered, duplicates) = scenario.ow.delivered();
+    assert!(
+        all_in,
+        "{} of {READINGS} readings in after {deadline:?}: {table:?}",
+        delivered.len()
+    );
     // Every minute but the last uses the whole allowance (one fire may straddle a minute
     // boundary between the fake's clock and its record).
     for (new, copies) in &table[..table.len() - 1] {
