@@ -1,6 +1,7 @@
 //! Environment -> typed, validated [`Config`]. Every problem is collected, so an operator
 //! fixes a ConfigMap in one round instead of one variable per restart.
 
+mod alarms;
 mod check;
 mod env;
 mod names;
@@ -15,8 +16,9 @@ use secrecy::SecretString;
 use serde_json::{Map, Value};
 use url::Url;
 
+pub use alarms::Alarm;
 pub use check::render_check;
-pub(crate) use names::valid_entity_name;
+use names::valid_entity_name;
 pub use variables::{help_text, unknown_variables};
 
 /// Keys every message fire sets itself; `FIRE_PARAMS` may not override them.
@@ -40,7 +42,7 @@ pub struct Config {
     pub openwhisk: Option<OpenWhiskConfig>,
     pub fire: FireConfig,
     /// The cron alarms (`ALARM_CRON` and `ALARMS`), possibly none.
-    pub alarms: Vec<crate::alarm::Alarm>,
+    pub alarms: Vec<Alarm>,
     pub http_port: u16,
     pub log_format: LogFormat,
     /// How long SIGTERM waits for fires in flight before leaving them to the broker.
@@ -238,8 +240,8 @@ fn parse(raw: env::RawEnv, dry_run: bool, problems: &mut Problems) -> Config {
         mqtt: parse_mqtt(&raw, mqtt_password, problems),
         openwhisk: parse_openwhisk(&raw, ow_auth, dry_run, problems),
         fire: parse_fire(&raw, problems),
-        alarms: crate::alarm::parse_alarms(
-            crate::alarm::SingleAlarmVars {
+        alarms: alarms::parse_alarms(
+            alarms::SingleAlarmVars {
                 cron: raw.alarm_cron.as_deref(),
                 trigger: raw.alarm_trigger.as_deref(),
                 timezone: raw.alarm_timezone.as_deref(),
