@@ -1,0 +1,257 @@
+//! The MQTT section: broker URL, topic filters, session, credentials and TLS material.
+
+use std::time::Duration;
+
+use percent_encoding::percent_decode_str;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use secrecy::SecretString;
+use url::Url;
+
+use super::Problems;
+use super::env::RawEnv;
+
+#[derive(Debug)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: Option<MqttTls>,
+    pub topics: Vec<String>,
+    /// QoS as configured (0..=2); see `mqtt::subscription_qos` for what is subscribed.
+    pub qos: u8,
+    pub client_id: String,
+    pub clean_session: bool,
+    pub credentials: Option<Credentials>,
+    pub keep_alive: Duration,
+    pub max_packet_bytes: usize,
+}
+
+/// TLS material for `mqtts://`, read at start so a bad file fails before connecting.
+#[derive(Debug, Default)]
+pub struct MqttTls {
+    /// Trusted CA certificates; `None` trusts the Mozilla roots.
+    pub ca: Option<Vec<CertificateDer<'static>>>,
+    /// Certificate chain and private key for client authentication.
+    pub client_auth: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+}
+
+#[derive(Debug)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Option<SecretString>,
+}
+
+pub(super) fn parse(raw: &RawEnv, password: Option<String>, problems: &mut Problems) -> MqttConfig {
+    let mut config = MqttConfig {
+        host: String::new(),
+        port: 1883,
+        tls: None,
+        topics: Vec::new(),
+        qos: 1,
+        client_id: default_client_id(),
+        clean_session: problems.parse(
+            "MQTT_CLEAN_SESSION",
+            raw.mqtt_clean_session.as_deref(),
+            false,
+            "true or false",
+        ),
+        credentials: None,
+        keep_alive: Duration::from_secs(30),
+        max_packet_bytes: problems.parse(
+            "MQTT_MAX_PACKET_BYTES",
+            raw.mqtt_max_packet_bytes.as_deref(),
+            4 * 1024 * 1024,
+            "a number of bytes",
+        ),
+    };
+    let mut url_credentials = None;
+    if let Some(url) = problems.required("MQTT_URL", &raw.mqtt_url, "mqtt://mosquitto:1883") {
+        match mqtt_url(url) {
+            Ok(parsed) => {
+                config.host = parsed.host;
+                config.port = parsed.port;
+                config.tls = parsed.tls.then(MqttTls::default);
+                url_credentials = parsed.credentials;
+            }
+            Err(message) => problems.push("MQTT_URL", &message),
+        }
+    }
+    if let Some(topics) = problems.required("MQTT_TOPICS", &raw.mqtt_topics, "dc1/sensors/#") {
+        config.topics = topics.split(',').map(|t| t.trim().to_owned()).collect();
+        for topic in &config.topics {
+            if topic.is_empty() || !rumqttc::valid_filter(topic) {
+                problems.push(
+                    "MQTT_TOPICS",
+                    &format!("{topic:?} is not a valid topic filter (+ must fill a whole level, # must be the last level)"),
+                );
+            }
+        }
+    }
+    config.qos = problems.parse_in("MQTT_QOS", raw.mqtt_qos.as_deref(), 1u8, 0..=2, "QoS");
+    if let Some(id) = raw.mqtt_client_id.as_deref() {
+        config.client_id = id.trim().to_owned();
+    }
+    let keep_alive = problems.parse_in(
+        "MQTT_KEEP_ALIVE_SECS",
+        raw.mqtt_keep_alive_secs.as_deref(),
+        30,
+        5..=3600,
+        "seconds",
+    );
+    config.keep_alive = Duration::from_secs(keep_alive);
+    config.credentials = credentials(raw, url_credentials, password, problems);
+    let tls_files = [
+        &raw.mqtt_ca_file,
+        &raw.mqtt_client_cert_file,
+        &raw.mqtt_client_key_file,
+    ];
+    if let Some(tls) = config.tls.as_mut() {
+        *tls = tls_material(raw, problems);
+    } else if tls_files.iter().any(|f| f.is_some()) {
+        problems.push("MQTT_URL", "TLS files are set but the URL is not mqtts://");
+    }
+    config
+}
+
+fn credentials(
+    raw: &RawEnv,
+    from_url: Option<(String, Option<String>)>,
+    password: Option<String>,
+    problems: &mut Problems,
+) -> Option<Credentials> {
+    let (url_user, url_password) = from_url.unzip();
+    let username = raw.mqtt_username.clone().or(url_user);
+    let password = password.or(url_password.flatten());
+    match (username, password) {
+        (Some(username), password) => Some(Credentials {
+            username,
+            password: password.map(SecretString::from),
+        }),
+        (None, Some(_)) => {
+            problems.push(
+                "MQTT_PASSWORD",
+                "a password needs a user name (MQTT_USERNAME or the URL's user)",
+            );
+            None
+        }
+        (None, None) => None,
+    }
+}
+
+fn tls_material(raw: &RawEnv, problems: &mut Problems) -> MqttTls {
+    let mut certs = |variable: &str, path: &Option<String>| {
+        let path = path.as_deref()?;
+        let parsed = std::fs::read(path)
+            .map_err(|e| format!("cannot read {path}: {e}"))
+            .and_then(|pem| {
+                CertificateDer::pem_slice_iter(&pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("{path} is not PEM: {e}"))
+            })
+            .and_then(|certs| match certs.is_empty() {
+                true => Err(format!("{path} holds no PEM certificate")),
+                false => Ok(certs),
+            });
+        parsed
+            .map_err(|message| problems.push(variable, &message))
+            .ok()
+    };
+    let ca = certs("MQTT_CA_FILE", &raw.mqtt_ca_file);
+    let chain = certs("MQTT_CLIENT_CERT_FILE", &raw.mqtt_client_cert_file);
+    let key = raw.mqtt_client_key_file.as_deref().and_then(|path| {
+        // The key is a secret: name the file, never its content.
+        PrivateKeyDer::from_pem_file(path)
+            .map_err(|e| {
+                problems.push(
+                    "MQTT_CLIENT_KEY_FILE",
+                    &format!("no PEM private key read from {path}: {e}"),
+                )
+            })
+            .ok()
+    });
+    if raw.mqtt_client_cert_file.is_some() != raw.mqtt_client_key_file.is_some() {
+        problems.push(
+            "MQTT_CLIENT_CERT_FILE",
+            "a client certificate needs both MQTT_CLIENT_CERT_FILE and MQTT_CLIENT_KEY_FILE",
+        );
+    }
+    MqttTls {
+        ca,
+        client_auth: chain.zip(key),
+    }
+}
+
+/// A parsed `MQTT_URL`.
+struct MqttUrl {
+    host: String,
+    port: u16,
+    tls: bool,
+    /// User and optional password from the URL, percent-decoded.
+    credentials: Option<(String, Option<String>)>,
+}
+
+/// Parses `mqtt://[user:pass@]host[:port]` or `mqtts://...`. Error messages never repeat
+/// the URL, since it may carry a password.
+fn mqtt_url(text: &str) -> Result<MqttUrl, String> {
+    let url =
+        Url::parse(text).map_err(|e| format!("expected mqtt://[user:pass@]host[:port]: {e}"))?;
+    let (tls, default_port) = match url.scheme() {
+        "mqtt" | "tcp" => (false, 1883),
+        "mqtts" | "ssl" => (true, 8883),
+        other => {
+            return Err(format!(
+                "scheme must be mqtt:// or mqtts://, got {other}://"
+            ));
+        }
+    };
+    let host = match url.host_str() {
+        Some(host) if !host.is_empty() => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        _ => return Err("expected a host, as in mqtt://mosquitto:1883".to_owned()),
+    };
+    if !matches!(url.path(), "" | "/") || url.query().is_some() {
+        return Err("expected no path or query after host[:port]".to_owned());
+    }
+    let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let credentials =
+        (!url.username().is_empty()).then(|| (decode(url.username()), url.password().map(decode)));
+    Ok(MqttUrl {
+        host,
+        port: url.port().unwrap_or(default_port),
+        tls,
+        credentials,
+    })
+}
+
+fn default_client_id() -> String {
+    format!(
+        "mqtt-whisk-provider-{}",
+        gethostname::gethostname().to_string_lossy()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mqtt_url_defaults_ports_by_scheme_and_decodes_credentials() {
+        let plain = mqtt_url("mqtt://mosquitto").unwrap();
+        assert_eq!(
+            (plain.host.as_str(), plain.port, plain.tls),
+            ("mosquitto", 1883, false)
+        );
+        let tls = mqtt_url("mqtts://u%40dc1:p%3Ass@broker:9999").unwrap();
+        assert_eq!((tls.port, tls.tls), (9999, true));
+        assert_eq!(tls.credentials, Some(("u@dc1".into(), Some("p:ss".into()))));
+    }
+
+    #[test]
+    fn mqtt_url_errors_never_repeat_the_password() {
+        let error = mqtt_url("http://user:hunter2@broker").err().unwrap();
+        assert!(error.contains("http://"), "{error}");
+        assert!(!error.contains("hunter2"));
+    }
+}
