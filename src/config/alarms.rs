@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value};
 
+use super::raw::RawEnv;
 use super::{Problems, json_kind, valid_entity_name};
 use crate::schedule::{Schedule, rfc3339};
 
@@ -98,6 +99,17 @@ struct Settings<'a> {
     trigger: Option<&'a str>,
     timezone: Option<&'a str>,
     payload: Option<Value>,
+}
+
+/// Reads the alarms of `ALARM_*` and `ALARMS` (see [`parse_alarms`]).
+pub(super) fn parse(raw: &RawEnv, problems: &mut Problems) -> Vec<Alarm> {
+    let single = SingleAlarmVars {
+        cron: raw.get("ALARM_CRON"),
+        trigger: raw.get("ALARM_TRIGGER"),
+        timezone: raw.get("ALARM_TIMEZONE"),
+        payload: raw.get("ALARM_PAYLOAD"),
+    };
+    parse_alarms(single, raw.get("ALARMS"), problems)
 }
 
 /// Reads the single alarm (`ALARM_CRON`, `ALARM_TRIGGER`, `ALARM_TIMEZONE`,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::env::RawEnv;
+use super::raw::RawEnv;
 use super::{Problems, json_object, valid_entity_name};
 
 /// Keys every message fire sets itself; `FIRE_PARAMS` may not override them.
@@ -37,7 +37,7 @@ pub struct FireConfig {
 
 pub(super) fn parse(raw: &RawEnv, problems: &mut Problems) -> FireConfig {
     let trigger = problems
-        .required("OW_TRIGGER", &raw.ow_trigger, "addReadingToDbTrigger")
+        .required("OW_TRIGGER", raw.get("OW_TRIGGER"), "addReadingToDbTrigger")
         .unwrap_or_default()
         .to_owned();
     if !trigger.is_empty() && !valid_entity_name(&trigger) {
@@ -46,7 +46,7 @@ pub(super) fn parse(raw: &RawEnv, problems: &mut Problems) -> FireConfig {
             &format!("{trigger:?} is not a valid OpenWhisk trigger name"),
         );
     }
-    let params = json_object(problems, "FIRE_PARAMS", raw.fire_params.as_deref());
+    let params = json_object(problems, "FIRE_PARAMS", raw.get("FIRE_PARAMS"));
     for key in params.keys().filter(|k| MESSAGE_KEYS.contains(&k.as_str())) {
         problems.push(
             "FIRE_PARAMS",
@@ -55,28 +55,28 @@ pub(super) fn parse(raw: &RawEnv, problems: &mut Problems) -> FireConfig {
     }
     let concurrency = problems.parse_in(
         "FIRE_CONCURRENCY",
-        raw.fire_concurrency.as_deref(),
+        raw.get("FIRE_CONCURRENCY"),
         64,
         1..=10_000,
         "a number",
     );
     let timeout = problems.parse_in(
         "FIRE_TIMEOUT_SECS",
-        raw.fire_timeout_secs.as_deref(),
+        raw.get("FIRE_TIMEOUT_SECS"),
         30,
         1..=3600,
         "seconds",
     );
     let batch_max = problems.parse_in(
         "FIRE_BATCH_MAX",
-        raw.fire_batch_max.as_deref(),
+        raw.get("FIRE_BATCH_MAX"),
         1,
         1..=10_000,
         "a number",
     );
     let batch_wait_ms: u64 = problems.parse(
         "FIRE_BATCH_WAIT_MS",
-        raw.fire_batch_wait_ms.as_deref(),
+        raw.get("FIRE_BATCH_WAIT_MS"),
         100,
         "milliseconds",
     );
@@ -89,7 +89,7 @@ pub(super) fn parse(raw: &RawEnv, problems: &mut Problems) -> FireConfig {
         batch_wait: Duration::from_millis(batch_wait_ms),
         max_payload_bytes: problems.parse(
             "FIRE_MAX_PAYLOAD_BYTES",
-            raw.fire_max_payload_bytes.as_deref(),
+            raw.get("FIRE_MAX_PAYLOAD_BYTES"),
             1_048_576,
             "a number of bytes",
         ),

@@ -6,12 +6,12 @@
 
 mod alarms;
 mod check;
-mod env;
 mod fire;
 mod mqtt;
 mod names;
 mod openwhisk;
 mod problems;
+mod raw;
 mod variables;
 
 use std::ffi::OsString;
@@ -25,7 +25,8 @@ use names::valid_entity_name;
 pub use openwhisk::{ApiKey, OpenWhiskConfig};
 pub use problems::{ConfigError, Problem};
 use problems::{Problems, json_kind, json_object};
-pub use variables::{help_text, unknown_variables};
+use raw::RawEnv;
+pub use variables::{UnknownVariable, help_text, unknown_variables};
 
 /// The whole configuration, validated.
 #[derive(Debug)]
@@ -34,8 +35,11 @@ pub struct Config {
     /// `None` only in `--dry-run` without `OW_API_HOST`/`OW_AUTH`.
     pub openwhisk: Option<OpenWhiskConfig>,
     pub fire: FireConfig,
-    /// The cron alarms (`ALARM_CRON` and `ALARMS`), possibly none.
+    /// The cron alarms: the one of `ALARM_CRON` first, then those of `ALARMS`; possibly
+    /// none.
     pub alarms: Vec<Alarm>,
+    /// Whether `alarms` starts with the one of `ALARM_CRON`, for `--check`.
+    single_alarm: bool,
     pub http_port: u16,
     pub log_format: LogFormat,
     /// How long SIGTERM waits for fires in flight before leaving them to the broker.
@@ -56,47 +60,26 @@ impl Config {
         dry_run: bool,
     ) -> Result<Config, ConfigError> {
         let mut problems = Problems::default();
-        let pairs = env::utf8_pairs(vars, &mut problems);
-        let raw = env::RawEnv::from_pairs(pairs);
-        let config = parse(raw, dry_run, &mut problems);
+        let raw = RawEnv::read(vars, &mut problems);
+        let config = parse(&raw, dry_run, &mut problems);
         problems.into_result(config)
     }
 }
 
-fn parse(raw: env::RawEnv, dry_run: bool, problems: &mut Problems) -> Config {
-    let mqtt_password = env::secret(
-        "MQTT_PASSWORD",
-        raw.mqtt_password.clone(),
-        raw.mqtt_password_file.clone(),
-        problems,
-    );
-    let ow_auth = env::secret(
-        "OW_AUTH",
-        raw.ow_auth.clone(),
-        raw.ow_auth_file.clone(),
-        problems,
-    );
+fn parse(raw: &RawEnv, dry_run: bool, problems: &mut Problems) -> Config {
     Config {
-        mqtt: mqtt::parse(&raw, mqtt_password, problems),
-        openwhisk: openwhisk::parse(&raw, ow_auth, dry_run, problems),
-        fire: fire::parse(&raw, problems),
-        alarms: alarms::parse_alarms(
-            alarms::SingleAlarmVars {
-                cron: raw.alarm_cron.as_deref(),
-                trigger: raw.alarm_trigger.as_deref(),
-                timezone: raw.alarm_timezone.as_deref(),
-                payload: raw.alarm_payload.as_deref(),
-            },
-            raw.alarms.as_deref(),
-            problems,
-        ),
+        mqtt: mqtt::parse(raw, problems),
+        openwhisk: openwhisk::parse(raw, dry_run, problems),
+        fire: fire::parse(raw, problems),
+        alarms: alarms::parse(raw, problems),
+        single_alarm: raw.get("ALARM_CRON").is_some(),
         http_port: problems.parse(
             "HTTP_PORT",
-            raw.http_port.as_deref(),
+            raw.get("HTTP_PORT"),
             3000,
             "a TCP port 0-65535",
         ),
-        log_format: match raw.log_format.as_deref().map(str::trim) {
+        log_format: match raw.get("LOG_FORMAT").map(str::trim) {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
@@ -109,7 +92,7 @@ fn parse(raw: env::RawEnv, dry_run: bool, problems: &mut Problems) -> Config {
         },
         shutdown_grace: Duration::from_secs(problems.parse(
             "SHUTDOWN_GRACE_SECS",
-            raw.shutdown_grace_secs.as_deref(),
+            raw.get("SHUTDOWN_GRACE_SECS"),
             20,
             "a whole number of seconds",
         )),

@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use url::Url;
 
 use super::Problems;
-use super::env::RawEnv;
+use super::raw::RawEnv;
 
 #[derive(Debug)]
 pub struct MqttConfig {
@@ -41,7 +41,7 @@ pub struct Credentials {
     pub password: Option<SecretString>,
 }
 
-pub(super) fn parse(raw: &RawEnv, password: Option<String>, problems: &mut Problems) -> MqttConfig {
+pub(super) fn parse(raw: &RawEnv, problems: &mut Problems) -> MqttConfig {
     let mut config = MqttConfig {
         host: String::new(),
         port: 1883,
@@ -51,7 +51,7 @@ pub(super) fn parse(raw: &RawEnv, password: Option<String>, problems: &mut Probl
         client_id: default_client_id(),
         clean_session: problems.parse(
             "MQTT_CLEAN_SESSION",
-            raw.mqtt_clean_session.as_deref(),
+            raw.get("MQTT_CLEAN_SESSION"),
             false,
             "true or false",
         ),
@@ -59,13 +59,13 @@ pub(super) fn parse(raw: &RawEnv, password: Option<String>, problems: &mut Probl
         keep_alive: Duration::from_secs(30),
         max_packet_bytes: problems.parse(
             "MQTT_MAX_PACKET_BYTES",
-            raw.mqtt_max_packet_bytes.as_deref(),
+            raw.get("MQTT_MAX_PACKET_BYTES"),
             4 * 1024 * 1024,
             "a number of bytes",
         ),
     };
     let mut url_credentials = None;
-    if let Some(url) = problems.required("MQTT_URL", &raw.mqtt_url, "mqtt://mosquitto:1883") {
+    if let Some(url) = problems.required("MQTT_URL", raw.get("MQTT_URL"), "mqtt://mosquitto:1883") {
         match mqtt_url(url) {
             Ok(parsed) => {
                 config.host = parsed.host;
@@ -76,7 +76,8 @@ pub(super) fn parse(raw: &RawEnv, password: Option<String>, problems: &mut Probl
             Err(message) => problems.push("MQTT_URL", &message),
         }
     }
-    if let Some(topics) = problems.required("MQTT_TOPICS", &raw.mqtt_topics, "dc1/sensors/#") {
+    if let Some(topics) = problems.required("MQTT_TOPICS", raw.get("MQTT_TOPICS"), "dc1/sensors/#")
+    {
         config.topics = topics.split(',').map(|t| t.trim().to_owned()).collect();
         for topic in &config.topics {
             if topic.is_empty() || !rumqttc::valid_filter(topic) {
@@ -87,23 +88,23 @@ pub(super) fn parse(raw: &RawEnv, password: Option<String>, problems: &mut Probl
             }
         }
     }
-    config.qos = problems.parse_in("MQTT_QOS", raw.mqtt_qos.as_deref(), 1u8, 0..=2, "QoS");
-    if let Some(id) = raw.mqtt_client_id.as_deref() {
+    config.qos = problems.parse_in("MQTT_QOS", raw.get("MQTT_QOS"), 1u8, 0..=2, "QoS");
+    if let Some(id) = raw.get("MQTT_CLIENT_ID") {
         config.client_id = id.trim().to_owned();
     }
     let keep_alive = problems.parse_in(
         "MQTT_KEEP_ALIVE_SECS",
-        raw.mqtt_keep_alive_secs.as_deref(),
+        raw.get("MQTT_KEEP_ALIVE_SECS"),
         30,
         5..=3600,
         "seconds",
     );
     config.keep_alive = Duration::from_secs(keep_alive);
-    config.credentials = credentials(raw, url_credentials, password, problems);
+    config.credentials = credentials(raw, url_credentials, problems);
     let tls_files = [
-        &raw.mqtt_ca_file,
-        &raw.mqtt_client_cert_file,
-        &raw.mqtt_client_key_file,
+        raw.get("MQTT_CA_FILE"),
+        raw.get("MQTT_CLIENT_CERT_FILE"),
+        raw.get("MQTT_CLIENT_KEY_FILE"),
     ];
     if let Some(tls) = config.tls.as_mut() {
         *tls = tls_material(raw, problems);
@@ -116,12 +117,14 @@ pub(super) fn parse(raw: &RawEnv, password: Option<String>, problems: &mut Probl
 fn credentials(
     raw: &RawEnv,
     from_url: Option<(String, Option<String>)>,
-    password: Option<String>,
     problems: &mut Problems,
 ) -> Option<Credentials> {
     let (url_user, url_password) = from_url.unzip();
-    let username = raw.mqtt_username.clone().or(url_user);
-    let password = password.or(url_password.flatten());
+    let username = raw.get("MQTT_USERNAME").map(str::to_owned).or(url_user);
+    let password = raw
+        .get("MQTT_PASSWORD")
+        .map(str::to_owned)
+        .or(url_password.flatten());
     match (username, password) {
         (Some(username), password) => Some(Credentials {
             username,
@@ -139,8 +142,8 @@ fn credentials(
 }
 
 fn tls_material(raw: &RawEnv, problems: &mut Problems) -> MqttTls {
-    let mut certs = |variable: &str, path: &Option<String>| {
-        let path = path.as_deref()?;
+    let mut certs = |variable: &str, path: Option<&str>| {
+        let path = path?;
         let parsed = std::fs::read(path)
             .map_err(|e| format!("cannot read {path}: {e}"))
             .and_then(|pem| {
@@ -156,9 +159,9 @@ fn tls_material(raw: &RawEnv, problems: &mut Problems) -> MqttTls {
             .map_err(|message| problems.push(variable, &message))
             .ok()
     };
-    let ca = certs("MQTT_CA_FILE", &raw.mqtt_ca_file);
-    let chain = certs("MQTT_CLIENT_CERT_FILE", &raw.mqtt_client_cert_file);
-    let key = raw.mqtt_client_key_file.as_deref().and_then(|path| {
+    let ca = certs("MQTT_CA_FILE", raw.get("MQTT_CA_FILE"));
+    let chain = certs("MQTT_CLIENT_CERT_FILE", raw.get("MQTT_CLIENT_CERT_FILE"));
+    let key = raw.get("MQTT_CLIENT_KEY_FILE").and_then(|path| {
         // The key is a secret: name the file, never its content.
         PrivateKeyDer::from_pem_file(path)
             .map_err(|e| {
@@ -169,7 +172,7 @@ fn tls_material(raw: &RawEnv, problems: &mut Problems) -> MqttTls {
             })
             .ok()
     });
-    if raw.mqtt_client_cert_file.is_some() != raw.mqtt_client_key_file.is_some() {
+    if raw.get("MQTT_CLIENT_CERT_FILE").is_some() != raw.get("MQTT_CLIENT_KEY_FILE").is_some() {
         problems.push(
             "MQTT_CLIENT_CERT_FILE",
             "a client certificate needs both MQTT_CLIENT_CERT_FILE and MQTT_CLIENT_KEY_FILE",

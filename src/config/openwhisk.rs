@@ -3,7 +3,7 @@
 use secrecy::SecretString;
 use url::Url;
 
-use super::env::RawEnv;
+use super::raw::RawEnv;
 use super::{Problems, valid_entity_name};
 
 #[derive(Debug)]
@@ -24,15 +24,10 @@ pub struct ApiKey {
 
 pub(super) fn parse(
     raw: &RawEnv,
-    auth: Option<String>,
     dry_run: bool,
     problems: &mut Problems,
 ) -> Option<OpenWhiskConfig> {
-    let namespace = raw
-        .ow_namespace
-        .as_deref()
-        .map_or("_", str::trim)
-        .to_owned();
+    let namespace = raw.get("OW_NAMESPACE").map_or("_", str::trim).to_owned();
     if namespace != "_" && !valid_entity_name(&namespace) {
         problems.push(
             "OW_NAMESPACE",
@@ -41,17 +36,18 @@ pub(super) fn parse(
     }
     let insecure = problems.parse(
         "OW_INSECURE",
-        raw.ow_insecure.as_deref(),
+        raw.get("OW_INSECURE"),
         false,
         "true or false",
     );
-    if dry_run && raw.ow_api_host.is_none() && auth.is_none() {
+    let auth = raw.get("OW_AUTH");
+    if dry_run && raw.get("OW_API_HOST").is_none() && auth.is_none() {
         return None;
     }
     let api_host = problems
         .required(
             "OW_API_HOST",
-            &raw.ow_api_host,
+            raw.get("OW_API_HOST"),
             "openwhisk.openwhisk.svc.cluster.local:443",
         )
         .and_then(|host| {
@@ -59,7 +55,7 @@ pub(super) fn parse(
                 .map_err(|message| problems.push("OW_API_HOST", &message))
                 .ok()
         });
-    let auth = match auth.as_deref().map(str::trim) {
+    let auth = match auth.map(str::trim) {
         None => {
             problems.push(
                 "OW_AUTH",

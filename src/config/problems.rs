@@ -72,11 +72,12 @@ impl Problems {
     pub(super) fn required<'a>(
         &mut self,
         variable: &str,
-        raw: &'a Option<String>,
+        raw: Option<&'a str>,
         example: &str,
     ) -> Option<&'a str> {
-        let value = raw.as_deref().map(str::trim);
-        if value.is_none() {
+        let value = raw.map(str::trim);
+        // A value that could not be read (not UTF-8, set twice) is reported already.
+        if value.is_none() && !self.0.iter().any(|p| p.variable == variable) {
             self.push(variable, &format!("required, e.g. {example}"));
         }
         value

@@ -94,13 +94,11 @@ fn secrets_come_from_files_and_never_appear_in_errors_or_check() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("auth");
     std::fs::write(&key_file, "uuid:s3cr3t-from-file\n").unwrap();
-    let vars: Vec<_> = with(&[("OW_AUTH", "")])
-        .into_iter()
-        .chain(env(&[
-            ("OW_AUTH_FILE", key_file.to_str().unwrap()),
-            ("MQTT_URL", "mqtt://dc1:pw-in-url@mosquitto"),
-        ]))
-        .collect();
+    let vars = with(&[
+        ("OW_AUTH", ""),
+        ("OW_AUTH_FILE", key_file.to_str().unwrap()),
+        ("MQTT_URL", "mqtt://dc1:pw-in-url@mosquitto"),
+    ]);
     let config = Config::from_env(vars, false).unwrap();
     assert_eq!(
         secrecy::ExposeSecret::expose_secret(&config.openwhisk.as_ref().unwrap().auth.key),
@@ -165,4 +163,99 @@ fn blank_values_fall_back_to_defaults() {
     let config = Config::from_env(with(&[("MQTT_QOS", " "), ("FIRE_PARAMS", "")]), false).unwrap();
     assert_eq!(config.mqtt.qos, 1);
     assert!(config.fire.params.is_empty());
+}
+
+#[test]
+fn the_table_and_everything_derived_from_it_agree() {
+    use super::variables::VARIABLES;
+    let table: std::collections::BTreeSet<&str> = VARIABLES.iter().map(|v| v.name).collect();
+    assert_eq!(table.len(), VARIABLES.len(), "a name is in the table twice");
+
+    // The reader looks up every variable of the table, and only those.
+    let mut problems = Problems::default();
+    let every: Vec<(&str, &str)> = VARIABLES.iter().map(|v| (v.name, "1")).collect();
+    let raw = RawEnv::read(env(&every), &mut problems);
+    let _ = parse(&raw, false, &mut problems);
+    assert_eq!(raw.names_read(), table);
+
+    // --help lists every variable, and --check shows every one.
+    let help = help_text();
+    let check = render_check(&Config::from_env(env(MINIMAL), false).unwrap());
+    for name in &table {
+        assert!(
+            help.contains(&format!("\n  {name} ")),
+            "--help lacks {name}"
+        );
+        assert!(
+            check
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(name)),
+            "--check lacks {name}:\n{check}"
+        );
+    }
+
+    // The typo check knows every name (and NAME_FILE of a secret), in any other case too.
+    let files: Vec<String> = VARIABLES
+        .iter()
+        .filter(|v| v.secret)
+        .map(|v| format!("{}_FILE", v.name))
+        .collect();
+    let known: Vec<&str> = table
+        .iter()
+        .copied()
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    assert_eq!(unknown_variables(known.iter().copied()), []);
+    let lower: Vec<String> = known.iter().map(|n| n.to_ascii_lowercase()).collect();
+    let typos = unknown_variables(lower.iter().map(String::as_str));
+    assert_eq!(typos.len(), known.len());
+    for typo in typos {
+        assert_eq!(typo.meant, Some(typo.name.to_ascii_uppercase()));
+    }
+}
+
+#[test]
+fn a_lower_case_spelling_of_a_variable_is_not_read_and_never_panics() {
+    let config = Config::from_env(with(&[("mqtt_url", "mqtt://elsewhere:1884")]), false).unwrap();
+    assert_eq!(
+        (config.mqtt.host.as_str(), config.mqtt.port),
+        ("mosquitto", 1883)
+    );
+    let only_lower = env(&[("mqtt_url", "mqtt://elsewhere:1884")]);
+    let found = problems(only_lower);
+    assert!(found.contains(&Problem {
+        variable: "MQTT_URL".into(),
+        message: "required, e.g. mqtt://mosquitto:1883".into()
+    }));
+}
+
+#[test]
+fn unrelated_variables_that_are_not_utf8_are_ignored() {
+    use std::os::unix::ffi::OsStringExt;
+    let mut vars = env(MINIMAL);
+    vars.push(("LESSOPEN".into(), OsString::from_vec(vec![b'|', 0xff])));
+    vars.push((OsString::from_vec(vec![b'X', 0xfe]), "y".into()));
+    assert!(Config::from_env(vars, false).is_ok());
+
+    let mut vars = env(MINIMAL);
+    vars.push(("OW_AUTH_FILE".into(), OsString::from_vec(vec![b'/', 0xff])));
+    let found = problems(vars);
+    assert_eq!(found[0].variable, "OW_AUTH_FILE");
+    assert_eq!(found[0].message, "is not valid UTF-8");
+}
+
+#[test]
+fn a_variable_given_twice_must_have_one_value() {
+    let mut vars = env(MINIMAL);
+    vars.push(("OW_TRIGGER".into(), "addReadingToDbTrigger".into()));
+    assert!(Config::from_env(vars.clone(), false).is_ok());
+    vars.push(("OW_TRIGGER".into(), "otherTrigger".into()));
+    let found = problems(vars);
+    assert_eq!(
+        found,
+        [Problem {
+            variable: "OW_TRIGGER".into(),
+            message: "is set more than once, with different values; keep one".into()
+        }]
+    );
 }

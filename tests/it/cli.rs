@@ -113,3 +113,47 @@ async fn check_prints_the_configuration_with_secrets_masked() {
         "{all}"
     );
 }
+
+/// The variables of a configuration that passes `--check`.
+fn valid_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("MQTT_URL", "mqtt://mosquitto:1883".into()),
+        ("MQTT_TOPICS", "dc1/sensors/#".into()),
+        ("OW_API_HOST", "openwhisk.openwhisk.svc".into()),
+        (
+            "OW_AUTH",
+            "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:TOPSECRETKEY".into(),
+        ),
+        ("OW_TRIGGER", "addReadingToDbTrigger".into()),
+    ]
+}
+
+#[tokio::test]
+async fn a_lower_case_spelling_of_a_variable_is_a_typo_warning_not_a_panic() {
+    let mut env = valid_env();
+    env.push(("mqtt_url", "mqtt://elsewhere:1883".into()));
+    let out = run_to_exit(&["--check"], &env).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let warning = "warning: mqtt_url is not a variable this provider reads; did you mean MQTT_URL?";
+    assert!(out.stdout.contains(warning), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("= mqtt://mosquitto:1883"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[tokio::test]
+async fn an_unrelated_variable_that_is_not_utf8_does_not_stop_the_provider() {
+    use std::os::unix::ffi::OsStringExt;
+    // run_to_exit takes text; this one value must not be.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mqtt-whisk-provider"))
+        .arg("--check")
+        .env_clear()
+        .envs(valid_env())
+        .env("LESSOPEN", std::ffi::OsString::from_vec(vec![b'|', 0xff]))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
