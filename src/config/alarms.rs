@@ -7,8 +7,9 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value};
 
+use super::names::check_entity_name;
 use super::raw::RawEnv;
-use super::{Problems, json_kind, valid_entity_name};
+use super::{Problems, json_kind};
 use crate::schedule::{Schedule, rfc3339};
 
 /// Keys every alarm fire sets itself; a payload may not override them.
@@ -260,11 +261,8 @@ fn validate(settings: Settings<'_>, vars: &Variables, problems: &mut Problems) -
             .map_err(|message| problems.push(&vars.cron, &message))
             .ok()
     });
-    if let Some(trigger) = settings.trigger.filter(|t| !valid_entity_name(t)) {
-        problems.push(
-            &vars.trigger,
-            &format!("{trigger:?} is not a valid OpenWhisk trigger name"),
-        );
+    if let Some(trigger) = settings.trigger {
+        check_entity_name(problems, &vars.trigger, trigger, "trigger");
     }
     let payload = match settings.payload {
         None => Map::new(),

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use super::names::check_entity_name;
 use super::raw::RawEnv;
-use super::{Problems, json_object, valid_entity_name};
+use super::{Problems, json_object};
 
 /// Keys every message fire sets itself; `FIRE_PARAMS` may not override them.
 pub const MESSAGE_KEYS: &[&str] = &[
@@ -40,11 +41,8 @@ pub(super) fn parse(raw: &RawEnv, problems: &mut Problems) -> FireConfig {
         .required("OW_TRIGGER", raw.get("OW_TRIGGER"), "addReadingToDbTrigger")
         .unwrap_or_default()
         .to_owned();
-    if !trigger.is_empty() && !valid_entity_name(&trigger) {
-        problems.push(
-            "OW_TRIGGER",
-            &format!("{trigger:?} is not a valid OpenWhisk trigger name"),
-        );
+    if !trigger.is_empty() {
+        check_entity_name(problems, "OW_TRIGGER", &trigger, "trigger");
     }
     let params = json_object(problems, "FIRE_PARAMS", raw.get("FIRE_PARAMS"));
     for key in params.keys().filter(|k| MESSAGE_KEYS.contains(&k.as_str())) {

@@ -21,7 +21,6 @@ pub use alarms::Alarm;
 pub use check::render_check;
 pub use fire::FireConfig;
 pub use mqtt::{Credentials, MqttConfig, MqttTls};
-use names::valid_entity_name;
 pub use openwhisk::{ApiKey, OpenWhiskConfig};
 pub use problems::{ConfigError, Problem};
 use problems::{Problems, json_kind, json_object};

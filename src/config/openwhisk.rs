@@ -3,8 +3,9 @@
 use secrecy::SecretString;
 use url::Url;
 
+use super::Problems;
+use super::names::check_entity_name;
 use super::raw::RawEnv;
-use super::{Problems, valid_entity_name};
 
 #[derive(Debug)]
 pub struct OpenWhiskConfig {
@@ -28,12 +29,8 @@ pub(super) fn parse(
     problems: &mut Problems,
 ) -> Option<OpenWhiskConfig> {
     let namespace = raw.get("OW_NAMESPACE").map_or("_", str::trim).to_owned();
-    if namespace != "_" && !valid_entity_name(&namespace) {
-        problems.push(
-            "OW_NAMESPACE",
-            &format!("{namespace:?} is not a valid OpenWhisk namespace name"),
-        );
-    }
+    // `_`, the key's own namespace, is a valid name too.
+    check_entity_name(problems, "OW_NAMESPACE", &namespace, "namespace");
     let insecure = problems.parse(
         "OW_INSECURE",
         raw.get("OW_INSECURE"),

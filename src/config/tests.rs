@@ -259,3 +259,40 @@ fn a_variable_given_twice_must_have_one_value() {
         }]
     );
 }
+
+fn variables_of(found: &[Problem]) -> Vec<&str> {
+    found.iter().map(|p| p.variable.as_str()).collect()
+}
+
+#[test]
+fn entity_names_are_judged_by_openwhisks_ascii_rule() {
+    for (variable, extra) in [
+        ("OW_TRIGGER", vec![("OW_TRIGGER", "addReadingToDbTriggerЖ")]),
+        ("OW_NAMESPACE", vec![("OW_NAMESPACE", "guest²")]),
+        (
+            "ALARM_TRIGGER",
+            vec![("ALARM_CRON", "0 3 * * *"), ("ALARM_TRIGGER", "agrégats")],
+        ),
+        (
+            "ALARMS[0].trigger",
+            vec![(
+                "ALARMS",
+                r#"[{"name": "n", "cron": "0 3 * * *", "trigger": "t\u0661"}]"#,
+            )],
+        ),
+    ] {
+        let found = problems(with(&extra));
+        assert_eq!(variables_of(&found), [variable], "{found:?}");
+        assert!(found[0].message.contains("ASCII"), "{found:?}");
+    }
+    let longest = "t".repeat(256);
+    let config = Config::from_env(
+        with(&[
+            ("OW_TRIGGER", &longest),
+            ("OW_NAMESPACE", "my ns@dc1.x&y-z"),
+        ]),
+        false,
+    )
+    .unwrap();
+    assert_eq!(config.fire.trigger, longest);
+}

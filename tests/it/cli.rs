@@ -157,3 +157,24 @@ async fn an_unrelated_variable_that_is_not_utf8_does_not_stop_the_provider() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 }
+
+#[tokio::test]
+async fn names_openwhisk_would_refuse_are_refused_at_start() {
+    let mut env = valid_env();
+    env.extend([
+        ("OW_TRIGGER", "addReadingToDbTriggerЖ".into()),
+        ("OW_NAMESPACE", "guest²".into()),
+    ]);
+    let out = run_to_exit(&["--check"], &env).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    for expected in [
+        "OW_TRIGGER: \"addReadingToDbTriggerЖ\" is not a valid OpenWhisk trigger name: ASCII",
+        "OW_NAMESPACE: \"guest²\" is not a valid OpenWhisk namespace name: ASCII",
+    ] {
+        assert!(
+            out.stderr.contains(expected),
+            "stderr lacks {expected:?}:\n{}",
+            out.stderr
+        );
+    }
+}
