@@ -1,6 +1,7 @@
 //! The fire section: the message trigger, the data center's parameters, concurrency,
 //! batching and the payload limit.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -72,12 +73,23 @@ pub(super) fn parse(raw: &RawEnv, problems: &mut Problems) -> FireConfig {
         1..=10_000,
         "a number",
     );
-    let batch_wait_ms: u64 = problems.parse(
+    // Longer than a minute, a partial batch would hold its messages' acks for longer
+    // than OpenWhisk's rate window, which batching is there to respect.
+    let batch_wait_ms = problems.parse_in(
         "FIRE_BATCH_WAIT_MS",
         raw.get("FIRE_BATCH_WAIT_MS"),
         100,
+        0..=60_000,
         "milliseconds",
     );
+    let max_payload_bytes = problems.parse_in(
+        "FIRE_MAX_PAYLOAD_BYTES",
+        raw.get("FIRE_MAX_PAYLOAD_BYTES"),
+        1_048_576,
+        MAX_PAYLOAD_BYTES,
+        "bytes",
+    );
+    check_room_for_a_reading(&params, max_payload_bytes, problems);
     FireConfig {
         trigger,
         params,
@@ -85,11 +97,37 @@ pub(super) fn parse(raw: &RawEnv, problems: &mut Problems) -> FireConfig {
         timeout: Duration::from_secs(timeout),
         batch_max,
         batch_wait: Duration::from_millis(batch_wait_ms),
-        max_payload_bytes: problems.parse(
+        max_payload_bytes,
+    }
+}
+
+/// `FIRE_MAX_PAYLOAD_BYTES`: room for a small reading at least, and at most the 50 MiB
+/// that OpenWhisk's controller reads of a request body at all (its configurable payload
+/// limit, 1 MiB by default, sits below that).
+const MAX_PAYLOAD_BYTES: RangeInclusive<usize> = 1024..=52_428_800;
+
+/// The most a message fire's own keys take (`type`, `topic`, `body`, `encoding`, `qos`,
+/// `retain`, `received_at`, `message_id`, with empty topic and body): 176 bytes.
+const MESSAGE_KEYS_BYTES: usize = 176;
+
+/// A fire carries `FIRE_PARAMS` and the message keys besides the reading, so the limit
+/// must leave room for at least a small one, or every reading would be rejected.
+fn check_room_for_a_reading(
+    params: &Map<String, Value>,
+    max_payload_bytes: usize,
+    problems: &mut Problems,
+) {
+    let params_bytes = Value::Object(params.clone()).to_string().len();
+    let room = max_payload_bytes.saturating_sub(params_bytes + MESSAGE_KEYS_BYTES);
+    if room < *MAX_PAYLOAD_BYTES.start() {
+        problems.push(
             "FIRE_MAX_PAYLOAD_BYTES",
-            raw.get("FIRE_MAX_PAYLOAD_BYTES"),
-            1_048_576,
-            "a number of bytes",
-        ),
+            &format!(
+                "{max_payload_bytes} leaves {room} bytes for a reading's topic and body once \
+                 FIRE_PARAMS ({params_bytes} bytes as JSON) and the message keys \
+                 ({MESSAGE_KEYS_BYTES} bytes) are in; at least {} are needed",
+                MAX_PAYLOAD_BYTES.start()
+            ),
+        );
     }
 }

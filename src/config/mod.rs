@@ -8,6 +8,7 @@ mod alarms;
 mod check;
 mod fire;
 mod mqtt;
+mod mqtt_limits;
 mod names;
 mod openwhisk;
 mod problems;
@@ -72,11 +73,12 @@ fn parse(raw: &RawEnv, dry_run: bool, problems: &mut Problems) -> Config {
         fire: fire::parse(raw, problems),
         alarms: alarms::parse(raw, problems),
         single_alarm: raw.get("ALARM_CRON").is_some(),
-        http_port: problems.parse(
+        http_port: problems.parse_in(
             "HTTP_PORT",
             raw.get("HTTP_PORT"),
             3000,
-            "a TCP port 0-65535",
+            0..=u16::MAX,
+            "a TCP port",
         ),
         log_format: match raw.get("LOG_FORMAT").map(str::trim) {
             None | Some("text") => LogFormat::Text,
@@ -89,11 +91,12 @@ fn parse(raw: &RawEnv, dry_run: bool, problems: &mut Problems) -> Config {
                 LogFormat::Text
             }
         },
-        shutdown_grace: Duration::from_secs(problems.parse(
+        shutdown_grace: Duration::from_secs(problems.parse_in(
             "SHUTDOWN_GRACE_SECS",
             raw.get("SHUTDOWN_GRACE_SECS"),
             20,
-            "a whole number of seconds",
+            0..=3600,
+            "seconds",
         )),
         dry_run,
     }

@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use url::Url;
 
 use super::Problems;
+use super::mqtt_limits::{Encoding, MAX_PACKET_BYTES, check_packets_fit, fits_a_string};
 use super::raw::RawEnv;
 
 #[derive(Debug)]
@@ -47,8 +48,10 @@ pub(super) fn parse(raw: &RawEnv, problems: &mut Problems) -> MqttConfig {
         port: 1883,
         tls: None,
         topics: Vec::new(),
-        qos: 1,
-        client_id: default_client_id(),
+        qos: problems.parse_in("MQTT_QOS", raw.get("MQTT_QOS"), 1, 0..=2, "QoS"),
+        client_id: raw
+            .get("MQTT_CLIENT_ID")
+            .map_or_else(default_client_id, |id| id.trim().to_owned()),
         clean_session: problems.parse(
             "MQTT_CLEAN_SESSION",
             raw.get("MQTT_CLEAN_SESSION"),
@@ -56,14 +59,28 @@ pub(super) fn parse(raw: &RawEnv, problems: &mut Problems) -> MqttConfig {
             "true or false",
         ),
         credentials: None,
-        keep_alive: Duration::from_secs(30),
-        max_packet_bytes: problems.parse(
+        keep_alive: Duration::from_secs(problems.parse_in(
+            "MQTT_KEEP_ALIVE_SECS",
+            raw.get("MQTT_KEEP_ALIVE_SECS"),
+            30,
+            5..=3600,
+            "seconds",
+        )),
+        max_packet_bytes: problems.parse_in(
             "MQTT_MAX_PACKET_BYTES",
             raw.get("MQTT_MAX_PACKET_BYTES"),
             4 * 1024 * 1024,
-            "a number of bytes",
+            MAX_PACKET_BYTES,
+            "bytes",
         ),
     };
+    let mut strings_fit = fits_a_string(
+        problems,
+        "MQTT_CLIENT_ID",
+        None,
+        &config.client_id,
+        Encoding::Utf8,
+    );
     let mut url_credentials = None;
     if let Some(url) = problems.required("MQTT_URL", raw.get("MQTT_URL"), "mqtt://mosquitto:1883") {
         match mqtt_url(url) {
@@ -79,8 +96,11 @@ pub(super) fn parse(raw: &RawEnv, problems: &mut Problems) -> MqttConfig {
     if let Some(topics) = problems.required("MQTT_TOPICS", raw.get("MQTT_TOPICS"), "dc1/sensors/#")
     {
         config.topics = topics.split(',').map(|t| t.trim().to_owned()).collect();
-        for topic in &config.topics {
-            if topic.is_empty() || !rumqttc::valid_filter(topic) {
+        for (index, topic) in config.topics.iter().enumerate() {
+            let part = format!("filter {}", index + 1);
+            if !fits_a_string(problems, "MQTT_TOPICS", Some(&part), topic, Encoding::Utf8) {
+                strings_fit = false;
+            } else if topic.is_empty() || !rumqttc::valid_filter(topic) {
                 problems.push(
                     "MQTT_TOPICS",
                     &format!("{topic:?} is not a valid topic filter (+ must fill a whole level, # must be the last level)"),
@@ -88,19 +108,8 @@ pub(super) fn parse(raw: &RawEnv, problems: &mut Problems) -> MqttConfig {
             }
         }
     }
-    config.qos = problems.parse_in("MQTT_QOS", raw.get("MQTT_QOS"), 1u8, 0..=2, "QoS");
-    if let Some(id) = raw.get("MQTT_CLIENT_ID") {
-        config.client_id = id.trim().to_owned();
-    }
-    let keep_alive = problems.parse_in(
-        "MQTT_KEEP_ALIVE_SECS",
-        raw.get("MQTT_KEEP_ALIVE_SECS"),
-        30,
-        5..=3600,
-        "seconds",
-    );
-    config.keep_alive = Duration::from_secs(keep_alive);
-    config.credentials = credentials(raw, url_credentials, problems);
+    let (credentials, credentials_fit) = credentials(raw, url_credentials, problems);
+    config.credentials = credentials;
     let tls_files = [
         raw.get("MQTT_CA_FILE"),
         raw.get("MQTT_CLIENT_CERT_FILE"),
@@ -111,24 +120,41 @@ pub(super) fn parse(raw: &RawEnv, problems: &mut Problems) -> MqttConfig {
     } else if tls_files.iter().any(|f| f.is_some()) {
         problems.push("MQTT_URL", "TLS files are set but the URL is not mqtts://");
     }
+    // Packets of strings that do not fit are reported as those strings.
+    if strings_fit && credentials_fit {
+        check_packets_fit(&config, problems);
+    }
     config
 }
 
+/// The user name and password, each from its variable or else from the URL, and whether
+/// both fit MQTT strings.
 fn credentials(
     raw: &RawEnv,
     from_url: Option<(String, Option<String>)>,
     problems: &mut Problems,
-) -> Option<Credentials> {
+) -> (Option<Credentials>, bool) {
     let (url_user, url_password) = from_url.unzip();
-    let username = raw.get("MQTT_USERNAME").map(str::to_owned).or(url_user);
-    let password = raw
-        .get("MQTT_PASSWORD")
-        .map(str::to_owned)
-        .or(url_password.flatten());
-    match (username, password) {
-        (Some(username), password) => Some(Credentials {
+    let username = match raw.get("MQTT_USERNAME") {
+        Some(username) => Some(("MQTT_USERNAME", username.to_owned())),
+        None => url_user.map(|user| ("MQTT_URL", user)),
+    };
+    let password = match raw.get("MQTT_PASSWORD") {
+        Some(password) => Some(("MQTT_PASSWORD", password.to_owned())),
+        None => url_password
+            .flatten()
+            .map(|password| ("MQTT_URL", password)),
+    };
+    let mut fit = true;
+    for (value, encoding) in [(&username, Encoding::Utf8), (&password, Encoding::Binary)] {
+        if let Some((variable, value)) = value {
+            fit &= fits_a_string(problems, variable, None, value, encoding);
+        }
+    }
+    let credentials = match (username, password) {
+        (Some((_, username)), password) => Some(Credentials {
             username,
-            password: password.map(SecretString::from),
+            password: password.map(|(_, p)| SecretString::from(p)),
         }),
         (None, Some(_)) => {
             problems.push(
@@ -138,7 +164,8 @@ fn credentials(
             None
         }
         (None, None) => None,
-    }
+    };
+    (credentials, fit)
 }
 
 fn tls_material(raw: &RawEnv, problems: &mut Problems) -> MqttTls {

@@ -296,3 +296,134 @@ fn entity_names_are_judged_by_openwhisks_ascii_rule() {
     .unwrap();
     assert_eq!(config.fire.trigger, longest);
 }
+
+/// The problems of `vars`, which must not parse (no `Debug` of the whole `Config`,
+/// whose long values would flood the output).
+fn problems_quietly(vars: Vec<(OsString, OsString)>) -> Vec<Problem> {
+    match Config::from_env(vars, false) {
+        Ok(_) => panic!("the configuration was accepted"),
+        Err(error) => error.0,
+    }
+}
+
+#[test]
+fn numbers_the_protocol_or_product_cannot_honour_are_named_with_their_range() {
+    for (variable, value, expected) in [
+        (
+            "FIRE_MAX_PAYLOAD_BYTES",
+            "0",
+            "expected bytes from 1024 to 52428800, got 0",
+        ),
+        (
+            "MQTT_MAX_PACKET_BYTES",
+            "0",
+            "expected bytes from 1024 to 268435455, got 0",
+        ),
+        (
+            "FIRE_BATCH_WAIT_MS",
+            "18446744073709551615",
+            "expected milliseconds from 0 to 60000, got 18446744073709551615",
+        ),
+        (
+            "SHUTDOWN_GRACE_SECS",
+            "18446744073709551615",
+            "expected seconds from 0 to 3600, got 18446744073709551615",
+        ),
+        (
+            "HTTP_PORT",
+            "65536",
+            "expected a TCP port from 0 to 65535, got \"65536\"",
+        ),
+    ] {
+        let found = problems_quietly(with(&[(variable, value)]));
+        assert_eq!(variables_of(&found), [variable], "{found:?}");
+        assert_eq!(found[0].message, expected);
+    }
+}
+
+#[test]
+fn mqtt_strings_longer_than_65535_bytes_are_named() {
+    let long = "x".repeat(65_536);
+    let just_fits = "x".repeat(65_535);
+    for variable in [
+        "MQTT_CLIENT_ID",
+        "MQTT_USERNAME",
+        "MQTT_PASSWORD",
+        "MQTT_TOPICS",
+    ] {
+        let mut extra = vec![
+            (variable, long.as_str()),
+            ("MQTT_MAX_PACKET_BYTES", "268435455"),
+        ];
+        if variable == "MQTT_PASSWORD" {
+            extra.push(("MQTT_USERNAME", "u"));
+        }
+        let found = problems_quietly(with(&extra));
+        assert_eq!(variables_of(&found), [variable], "{variable}");
+        assert!(
+            found[0].message.starts_with("at most 65535 bytes")
+                && found[0].message.contains("got 65536"),
+            "{:?}",
+            found[0]
+        );
+        extra[0].1 = just_fits.as_str();
+        assert!(Config::from_env(with(&extra), false).is_ok(), "{variable}");
+    }
+    let url = format!("mqtt://u:{long}@mosquitto");
+    let found = problems_quietly(with(&[
+        ("MQTT_URL", &url),
+        ("MQTT_MAX_PACKET_BYTES", "268435455"),
+    ]));
+    assert_eq!(variables_of(&found), ["MQTT_URL"]);
+    assert!(!found[0].message.contains("xxx"), "the password is echoed");
+}
+
+#[test]
+fn mqtt_strings_with_a_nul_character_are_named() {
+    for variable in ["MQTT_CLIENT_ID", "MQTT_USERNAME", "MQTT_TOPICS"] {
+        let found = problems(with(&[(variable, "a\u{0}b")]));
+        assert_eq!(variables_of(&found), [variable], "{found:?}");
+        assert!(found[0].message.contains("U+0000"), "{found:?}");
+    }
+    // A password is binary data in MQTT 3.1.1: any byte goes.
+    let config = Config::from_env(
+        with(&[("MQTT_USERNAME", "u"), ("MQTT_PASSWORD", "a\u{0}b")]),
+        false,
+    );
+    assert!(config.is_ok());
+}
+
+#[test]
+fn the_connect_and_subscribe_packets_must_fit_mqtt_max_packet_bytes() {
+    let id = "c".repeat(2000);
+    let found = problems(with(&[
+        ("MQTT_CLIENT_ID", &id),
+        ("MQTT_MAX_PACKET_BYTES", "1024"),
+    ]));
+    assert_eq!(variables_of(&found), ["MQTT_MAX_PACKET_BYTES"]);
+    assert!(
+        found[0].message.contains("CONNECT packet of 2015 bytes"),
+        "{found:?}"
+    );
+    let filters = vec!["dc1/sensors/aaaaaaaaaaaaaaaaaaaaaaaa/#"; 40].join(",");
+    let found = problems(with(&[
+        ("MQTT_TOPICS", &filters),
+        ("MQTT_MAX_PACKET_BYTES", "1024"),
+    ]));
+    assert_eq!(variables_of(&found), ["MQTT_MAX_PACKET_BYTES"]);
+    assert!(
+        found[0].message.contains("SUBSCRIBE packet of"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn fire_params_must_leave_room_for_a_reading() {
+    let params = format!(r#"{{"blob": "{}"}}"#, "p".repeat(2000));
+    let found = problems(with(&[
+        ("FIRE_PARAMS", &params),
+        ("FIRE_MAX_PAYLOAD_BYTES", "2048"),
+    ]));
+    assert_eq!(variables_of(&found), ["FIRE_MAX_PAYLOAD_BYTES"]);
+    assert!(found[0].message.contains("FIRE_PARAMS"), "{found:?}");
+}

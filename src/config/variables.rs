@@ -69,7 +69,7 @@ pub(super) const VARIABLES: &[Variable] = &[
     var(
         "MQTT_TOPICS",
         "required",
-        "comma-separated topic filters; + and # wildcards allowed",
+        "comma-separated topic filters, each at most 65535 bytes; + and # wildcards allowed",
         |c| c.mqtt.topics.join(","),
     ),
     var(
@@ -81,7 +81,7 @@ pub(super) const VARIABLES: &[Variable] = &[
     var(
         "MQTT_CLIENT_ID",
         "mqtt-whisk-provider-<hostname>",
-        "must be stable across restarts for a persistent session",
+        "must be stable across restarts for a persistent session; at most 65535 bytes",
         |c| c.mqtt.client_id.clone(),
     ),
     var(
@@ -93,7 +93,7 @@ pub(super) const VARIABLES: &[Variable] = &[
     var(
         "MQTT_USERNAME",
         "from MQTT_URL",
-        "user name; overrides the URL's",
+        "user name, at most 65535 bytes; overrides the URL's",
         |c| match &c.mqtt.credentials {
             Some(credentials) => credentials.username.clone(),
             None => "(anonymous)".to_owned(),
@@ -102,7 +102,7 @@ pub(super) const VARIABLES: &[Variable] = &[
     secret(
         "MQTT_PASSWORD",
         "from MQTT_URL",
-        "password; overrides the URL's (Secret; or MQTT_PASSWORD_FILE)",
+        "password, at most 65535 bytes; overrides the URL's (Secret; or MQTT_PASSWORD_FILE)",
         |c| {
             masked(
                 c.mqtt
@@ -137,13 +137,13 @@ pub(super) const VARIABLES: &[Variable] = &[
     var(
         "MQTT_KEEP_ALIVE_SECS",
         "30",
-        "keep-alive interval in seconds",
+        "keep-alive interval, 5-3600 seconds",
         |c| c.mqtt.keep_alive.as_secs().to_string(),
     ),
     var(
         "MQTT_MAX_PACKET_BYTES",
         "4194304",
-        "largest MQTT packet accepted; set the broker's max_packet_size to at most this",
+        "largest MQTT packet read or sent, 1024-268435455 bytes (CONNECT and SUBSCRIBE must fit); set the broker's max_packet_size to at most this",
         |c| c.mqtt.max_packet_bytes.to_string(),
     ),
     var(
@@ -198,31 +198,31 @@ pub(super) const VARIABLES: &[Variable] = &[
     var(
         "FIRE_CONCURRENCY",
         "64",
-        "most fires in flight at once; bounds memory",
+        "most fires in flight at once, 1-10000; bounds memory",
         |c| c.fire.concurrency.to_string(),
     ),
     var(
         "FIRE_TIMEOUT_SECS",
         "30",
-        "timeout of one fire request, in seconds",
+        "timeout of one fire request, 1-3600 seconds",
         |c| c.fire.timeout.as_secs().to_string(),
     ),
     var(
         "FIRE_BATCH_MAX",
         "1",
-        "above 1: up to this many messages travel in one fire",
+        "1-10000; above 1, up to this many messages travel in one fire",
         |c| c.fire.batch_max.to_string(),
     ),
     var(
         "FIRE_BATCH_WAIT_MS",
         "100",
-        "how long a partial batch waits for more messages",
+        "how long a partial batch waits for more messages, 0-60000 ms",
         |c| c.fire.batch_wait.as_millis().to_string(),
     ),
     var(
         "FIRE_MAX_PAYLOAD_BYTES",
         "1048576",
-        "OpenWhisk's payload limit; larger fires are rejected without being sent",
+        "OpenWhisk's payload limit, 1024-52428800 bytes, with room for FIRE_PARAMS and a reading; larger fires are rejected without being sent",
         |c| c.fire.max_payload_bytes.to_string(),
     ),
     var(
@@ -267,7 +267,7 @@ pub(super) const VARIABLES: &[Variable] = &[
     var(
         "HTTP_PORT",
         "3000",
-        "port of /healthz, /readyz and /metrics",
+        "port of /healthz, /readyz and /metrics, 0-65535",
         |c| c.http_port.to_string(),
     ),
     var(
@@ -279,7 +279,7 @@ pub(super) const VARIABLES: &[Variable] = &[
     var(
         "SHUTDOWN_GRACE_SECS",
         "20",
-        "on SIGTERM, how long fires in flight may take to finish",
+        "on SIGTERM, how long fires in flight may take to finish, 0-3600 seconds",
         |c| c.shutdown_grace.as_secs().to_string(),
     ),
 ];

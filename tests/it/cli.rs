@@ -178,3 +178,37 @@ async fn names_openwhisk_would_refuse_are_refused_at_start() {
         );
     }
 }
+
+#[tokio::test]
+async fn values_out_of_range_are_named_with_the_range_and_exit_2() {
+    let mut env = valid_env();
+    env.extend([
+        ("FIRE_MAX_PAYLOAD_BYTES", "0".into()),
+        ("MQTT_MAX_PACKET_BYTES", "0".into()),
+        ("FIRE_BATCH_WAIT_MS", u64::MAX.to_string()),
+        ("MQTT_CLIENT_ID", "c".repeat(65_536)),
+    ]);
+    let out = run_to_exit(&["--check"], &env).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    for expected in [
+        "FIRE_MAX_PAYLOAD_BYTES: expected bytes from 1024 to 52428800, got 0",
+        "MQTT_MAX_PACKET_BYTES: expected bytes from 1024 to 268435455, got 0",
+        "FIRE_BATCH_WAIT_MS: expected milliseconds from 0 to 60000, got 18446744073709551615",
+        "MQTT_CLIENT_ID: at most 65535 bytes (MQTT writes a string's length in 2 bytes), got 65536",
+    ] {
+        assert!(
+            out.stderr.contains(expected),
+            "stderr lacks {expected:?}:\n{}",
+            out.stderr
+        );
+    }
+    let help = run_to_exit(&["--help"], &[]).await;
+    for range in [
+        "1024-52428800 bytes",
+        "1024-268435455 bytes",
+        "0-60000 ms",
+        "at most 65535 bytes",
+    ] {
+        assert!(help.stdout.contains(range), "--help lacks {range}");
+    }
+}
