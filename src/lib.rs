@@ -12,7 +12,8 @@
 //! - [`fire_body`]: the JSON of a message fire.
 //! - [`alarm`]: the embedded cron alarms: the fire body and one runner task per alarm;
 //!   [`schedule`]: cron expression + zone -> fire times (with the DST rule).
-//! - [`health`], [`metrics`], [`http`]: what operators see; [`telemetry`]: logging.
+//! - [`health`], [`metrics`], [`http`]: what operators see; [`telemetry`]: logging;
+//!   [`redact`]: credential-like values masked wherever JSON is shown to people.
 
 pub mod alarm;
 pub mod app;
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod openwhisk;
 pub mod pause;
+pub mod redact;
 pub mod schedule;
 pub mod shutdown;
 pub mod telemetry;

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use super::names::check_entity_name;
 use super::raw::RawEnv;
 use super::{Problems, json_kind};
+use crate::redact::redacted;
 use crate::schedule::{Schedule, rfc3339};
 
 /// Keys every alarm fire sets itself; a payload may not override them.
@@ -36,9 +37,9 @@ pub struct Alarm {
 }
 
 impl Alarm {
-    /// One line for `--check`: what fires when, and the next fire time after `now` in the
-    /// alarm's zone, so an operator sees at once whether the expression means what they
-    /// meant.
+    /// One line for `--check`: what fires when (credential-like payload values masked),
+    /// and the next fire time after `now` in the alarm's zone, so an operator sees at
+    /// once whether the expression means what they meant.
     pub fn describe(&self, now: DateTime<Utc>) -> String {
         let next = self.schedule.next_after(now).map_or_else(
             || "never".to_owned(),
@@ -50,7 +51,7 @@ impl Alarm {
             self.expression,
             self.zone,
             self.trigger,
-            Value::Object(self.payload.clone()),
+            redacted(&self.payload),
         )
     }
 }

@@ -427,3 +427,28 @@ fn fire_params_must_leave_room_for_a_reading() {
     assert_eq!(variables_of(&found), ["FIRE_MAX_PAYLOAD_BYTES"]);
     assert!(found[0].message.contains("FIRE_PARAMS"), "{found:?}");
 }
+
+#[test]
+fn check_masks_credential_like_keys_of_parameters_and_payloads() {
+    let config = Config::from_env(
+        with(&[
+            (
+                "FIRE_PARAMS",
+                r#"{"datacenter_id": "dc1", "influx_token": "S3CRET-1", "db": {"Password": "S3CRET-2"}}"#,
+            ),
+            ("ALARM_CRON", "0 3 * * *"),
+            ("ALARM_TRIGGER", "aggregatesTrigger"),
+            ("ALARM_PAYLOAD", r#"{"central": {"api_key": "S3CRET-3"}}"#),
+            (
+                "ALARMS",
+                r#"[{"name": "n", "cron": "0 4 * * *", "trigger": "t", "payload": {"auth": ["S3CRET-4"]}}]"#,
+            ),
+        ]),
+        false,
+    )
+    .unwrap();
+    let check = render_check(&config);
+    assert!(!check.contains("S3CRET"), "{check}");
+    assert!(check.contains(r#""datacenter_id":"dc1""#), "{check}");
+    assert!(check.contains(r#""influx_token":"********""#), "{check}");
+}

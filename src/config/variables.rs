@@ -6,6 +6,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use crate::redact::redacted;
+
 use super::{Alarm, Config};
 
 /// One environment variable the provider understands.
@@ -292,8 +294,9 @@ fn masked(set: bool) -> String {
     }
 }
 
+/// A JSON object as `--check` shows it: credential-like values masked.
 fn json(object: &Map<String, Value>) -> String {
-    Value::Object(object.clone()).to_string()
+    redacted(object).to_string()
 }
 
 fn client_certificate(config: &Config) -> &'static str {

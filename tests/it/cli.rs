@@ -212,3 +212,37 @@ async fn values_out_of_range_are_named_with_the_range_and_exit_2() {
         assert!(help.stdout.contains(range), "--help lacks {range}");
     }
 }
+
+#[tokio::test]
+async fn check_never_prints_credential_like_parameters() {
+    let mut env = valid_env();
+    env.extend([
+        (
+            "FIRE_PARAMS",
+            r#"{"datacenter_id": "dc1", "influx_token": "INFLUXSECRET", "db": {"password": "DBSECRET"}}"#.into(),
+        ),
+        ("ALARM_CRON", "0 3 * * *".into()),
+        ("ALARM_TRIGGER", "aggregatesTrigger".into()),
+        (
+            "ALARM_PAYLOAD",
+            r#"{"central_influx_token": "CENTRALSECRET"}"#.into(),
+        ),
+        (
+            "ALARMS",
+            r#"[{"name": "hourly", "cron": "0 * * * *", "trigger": "t", "payload": {"Auth": "HOURLYSECRET"}}]"#.into(),
+        ),
+    ]);
+    let out = run_to_exit(&["--check"], &env).await;
+    assert!(out.status.success(), "{out:?}");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    for secret in [
+        "INFLUXSECRET",
+        "DBSECRET",
+        "CENTRALSECRET",
+        "HOURLYSECRET",
+        "TOPSECRETKEY",
+    ] {
+        assert!(!all.contains(secret), "--check printed {secret}:\n{all}");
+    }
+    assert!(all.contains(r#""datacenter_id":"dc1""#), "{all}");
+}
