@@ -224,7 +224,10 @@ pub(super) const VARIABLES: &[Variable] = &[
     var(
         "FIRE_MAX_PAYLOAD_BYTES",
         "1048576",
-        "OpenWhisk's payload limit, 1024-52428800 bytes, with room for FIRE_PARAMS and a reading; larger fires are rejected without being sent",
+        "OpenWhisk's payload limit on a fire, 1024-52428800 bytes; a larger fire is rejected \
+         without being sent. A fire is the payload as a JSON string (\\\" and \\\\ 2 bytes, \
+         control characters up to 6: \\u0000) or, if not UTF-8, base64 (4/3 of its size), plus \
+         the topic escaped alike, FIRE_PARAMS and ~180 bytes of keys (see README)",
         |c| c.fire.max_payload_bytes.to_string(),
     ),
     var(
