@@ -131,3 +131,26 @@ fn check_room_for_a_reading(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::fire_body::{MessageBodies, MessageFields};
+
+    #[test]
+    fn message_keys_bytes_is_what_the_largest_empty_message_fire_takes() {
+        let payload = [0xff]; // not UTF-8: the fire also carries "encoding"
+        let fire = MessageBodies::new(&Map::new()).render(&MessageFields {
+            topic: "",
+            payload: &payload,
+            qos: 2,
+            retain: false,
+            received_at: Utc.with_ymd_and_hms(2026, 11, 24, 3, 0, 0).unwrap(),
+            seq: u64::MAX,
+        });
+        let body = "/w==".len();
+        assert_eq!(fire.len() - body, MESSAGE_KEYS_BYTES, "{fire:?}");
+    }
+}
