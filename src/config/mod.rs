@@ -6,6 +6,7 @@
 
 mod alarms;
 mod check;
+mod files;
 mod fire;
 mod mqtt;
 mod mqtt_limits;

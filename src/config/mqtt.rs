@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use url::Url;
 
 use super::Problems;
+use super::files::read_bounded;
 use super::mqtt_limits::{Encoding, MAX_PACKET_BYTES, check_packets_fit, fits_a_string};
 use super::raw::RawEnv;
 
@@ -168,11 +169,13 @@ fn credentials(
     (credentials, fit)
 }
 
+/// A PEM file holds a few certificates (the Mozilla bundle is about 220 KB) or a key.
+const PEM_FILE_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
 fn tls_material(raw: &RawEnv, problems: &mut Problems) -> MqttTls {
     let mut certs = |variable: &str, path: Option<&str>| {
         let path = path?;
-        let parsed = std::fs::read(path)
-            .map_err(|e| format!("cannot read {path}: {e}"))
+        let parsed = read_bounded(path, PEM_FILE_MAX_BYTES)
             .and_then(|pem| {
                 CertificateDer::pem_slice_iter(&pem)
                     .collect::<Result<Vec<_>, _>>()
@@ -190,13 +193,12 @@ fn tls_material(raw: &RawEnv, problems: &mut Problems) -> MqttTls {
     let chain = certs("MQTT_CLIENT_CERT_FILE", raw.get("MQTT_CLIENT_CERT_FILE"));
     let key = raw.get("MQTT_CLIENT_KEY_FILE").and_then(|path| {
         // The key is a secret: name the file, never its content.
-        PrivateKeyDer::from_pem_file(path)
-            .map_err(|e| {
-                problems.push(
-                    "MQTT_CLIENT_KEY_FILE",
-                    &format!("no PEM private key read from {path}: {e}"),
-                )
+        read_bounded(path, PEM_FILE_MAX_BYTES)
+            .and_then(|pem| {
+                PrivateKeyDer::from_pem_slice(&pem)
+                    .map_err(|e| format!("no PEM private key read from {path}: {e}"))
             })
+            .map_err(|message| problems.push("MQTT_CLIENT_KEY_FILE", &message))
             .ok()
     });
     if raw.get("MQTT_CLIENT_CERT_FILE").is_some() != raw.get("MQTT_CLIENT_KEY_FILE").is_some() {

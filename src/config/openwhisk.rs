@@ -53,6 +53,8 @@ pub(super) fn parse(
                 .ok()
         });
     let auth = match auth.map(str::trim) {
+        // Given, but unusable: reported already.
+        None if problems.reported("OW_AUTH") || problems.reported("OW_AUTH_FILE") => None,
         None => {
             problems.push(
                 "OW_AUTH",

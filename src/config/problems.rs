@@ -30,6 +30,11 @@ impl Problems {
         });
     }
 
+    /// Whether a problem names `variable` already.
+    pub(super) fn reported(&self, variable: &str) -> bool {
+        self.0.iter().any(|p| p.variable == variable)
+    }
+
     /// Parses `raw` as `T`, or records "expected {expected}" and falls back to `default`.
     pub(super) fn parse<T: std::str::FromStr>(
         &mut self,
@@ -77,7 +82,7 @@ impl Problems {
     ) -> Option<&'a str> {
         let value = raw.map(str::trim);
         // A value that could not be read (not UTF-8, set twice) is reported already.
-        if value.is_none() && !self.0.iter().any(|p| p.variable == variable) {
+        if value.is_none() && !self.reported(variable) {
             self.push(variable, &format!("required, e.g. {example}"));
         }
         value

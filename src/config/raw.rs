@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 
 use super::Problems;
+use super::files::read_bounded;
 use super::variables::VARIABLES;
 
 /// The values of the table's variables, secrets already read from their files.
@@ -95,6 +96,9 @@ fn text(name: &str, values: Option<Vec<OsString>>, problems: &mut Problems) -> O
     }
 }
 
+/// A secret file holds one value: an API key, a password (at most 65535 bytes in MQTT).
+const SECRET_FILE_MAX_BYTES: u64 = 65_536;
+
 /// A secret from `NAME` or from the file named by `NAME_FILE` (one trailing newline
 /// removed). Setting both is a problem: which one wins would be a guess.
 fn secret(
@@ -109,18 +113,23 @@ fn secret(
             None
         }
         (Some(value), None) => Some(value),
-        (None, Some(path)) => match std::fs::read_to_string(&path) {
-            Ok(text) => Some(
-                text.strip_suffix('\n')
-                    .unwrap_or(&text)
-                    .trim_end_matches('\r')
-                    .to_owned(),
-            ),
-            Err(e) => {
-                problems.push(&format!("{name}_FILE"), &format!("cannot read {path}: {e}"));
-                None
+        (None, Some(path)) => {
+            let text = read_bounded(&path, SECRET_FILE_MAX_BYTES).and_then(|bytes| {
+                String::from_utf8(bytes).map_err(|_| format!("{path} is not UTF-8 text"))
+            });
+            match text {
+                Ok(text) => Some(
+                    text.strip_suffix('\n')
+                        .unwrap_or(&text)
+                        .trim_end_matches('\r')
+                        .to_owned(),
+                ),
+                Err(message) => {
+                    problems.push(&format!("{name}_FILE"), &message);
+                    None
+                }
             }
-        },
+        }
         (None, None) => None,
     }
 }

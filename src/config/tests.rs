@@ -121,12 +121,14 @@ fn secret_and_its_file_together_are_a_problem() {
         ("MQTT_PASSWORD", "a"),
         ("MQTT_PASSWORD_FILE", "/nonexistent"),
     ]));
-    assert_eq!(found[0].variable, "MQTT_PASSWORD");
+    assert_eq!(variables_of(&found), ["MQTT_PASSWORD"]);
+    let found = problems(with(&[("OW_AUTH_FILE", "/nonexistent")]));
+    assert_eq!(variables_of(&found), ["OW_AUTH"]);
     let found = problems(with(&[
         ("OW_AUTH", ""),
         ("OW_AUTH_FILE", "/nonexistent/auth"),
     ]));
-    assert_eq!(found[0].variable, "OW_AUTH_FILE");
+    assert_eq!(variables_of(&found), ["OW_AUTH_FILE"]);
     assert!(found[0].message.contains("/nonexistent/auth"));
 }
 
@@ -451,4 +453,28 @@ fn check_masks_credential_like_keys_of_parameters_and_payloads() {
     assert!(!check.contains("S3CRET"), "{check}");
     assert!(check.contains(r#""datacenter_id":"dc1""#), "{check}");
     assert!(check.contains(r#""influx_token":"********""#), "{check}");
+}
+
+#[test]
+fn files_that_never_end_are_a_problem_not_a_hang() {
+    let found = problems(with(&[("OW_AUTH", ""), ("OW_AUTH_FILE", "/dev/zero")]));
+    assert_eq!(variables_of(&found), ["OW_AUTH_FILE"]);
+    assert_eq!(
+        found[0].message,
+        "/dev/zero is larger than 65536 bytes, more than it should hold"
+    );
+    let found = problems(with(&[
+        ("MQTT_URL", "mqtts://mosquitto"),
+        ("MQTT_CA_FILE", "/dev/zero"),
+        ("MQTT_CLIENT_CERT_FILE", "/dev/zero"),
+        ("MQTT_CLIENT_KEY_FILE", "/dev/zero"),
+    ]));
+    assert_eq!(
+        variables_of(&found),
+        [
+            "MQTT_CA_FILE",
+            "MQTT_CLIENT_CERT_FILE",
+            "MQTT_CLIENT_KEY_FILE"
+        ]
+    );
 }
