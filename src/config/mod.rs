@@ -104,4 +104,6 @@ fn parse(raw: &RawEnv, dry_run: bool, problems: &mut Problems) -> Config {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
