@@ -14,11 +14,11 @@ use crate::redact::redacted;
 use crate::schedule::{Schedule, rfc3339};
 
 /// Keys every alarm fire sets itself; a payload may not override them.
-pub const ALARM_KEYS: &[&str] = &["type", "alarm", "scheduled_at"];
+pub(super) const ALARM_KEYS: &[&str] = &["type", "alarm", "scheduled_at"];
 
 /// The name of the alarm configured by `ALARM_CRON`, as sent in `"alarm"` and used in
 /// logs and metrics.
-pub const SINGLE_ALARM_NAME: &str = "default";
+pub(super) const SINGLE_ALARM_NAME: &str = "default";
 
 /// The keys of one `ALARMS` entry; any other key is a typo and reported as such.
 const ENTRY_KEYS: &[&str] = &["name", "cron", "trigger", "timezone", "payload"];
@@ -58,7 +58,7 @@ impl Alarm {
 
 /// The `ALARM_*` variables of the single alarm, as given (unset = `None`).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct SingleAlarmVars<'a> {
+pub(super) struct SingleAlarmVars<'a> {
     pub cron: Option<&'a str>,
     pub trigger: Option<&'a str>,
     pub timezone: Option<&'a str>,
@@ -119,7 +119,7 @@ pub(super) fn parse(raw: &RawEnv, problems: &mut Problems) -> Vec<Alarm> {
 /// set; names must then differ. Every problem is recorded, each naming its variable
 /// (`ALARMS[2].cron` for a field of an entry). The alarms returned are those that could
 /// be built; they are only used when no problem was recorded.
-pub fn parse_alarms(
+pub(super) fn parse_alarms(
     single: SingleAlarmVars<'_>,
     alarms_json: Option<&str>,
     problems: &mut Problems,
