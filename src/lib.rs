@@ -10,9 +10,10 @@
 //! - [`delivery`]: one fire with its retry rules; [`pause`]: the namespace-wide 429 pause.
 //! - [`openwhisk`]: the HTTP client and the classification of answers.
 //! - [`fire_body`]: the JSON of a message fire.
-//! - [`alarm`]: the embedded cron alarms: configuration, schedule (with the DST rule),
-//!   one runner task per alarm.
-//! - [`health`], [`metrics`], [`http`]: what operators see; [`telemetry`]: logging.
+//! - [`alarm`]: the embedded cron alarms: the fire body and one runner task per alarm;
+//!   [`schedule`]: cron expression + zone -> fire times (with the DST rule).
+//! - [`health`], [`metrics`], [`http`]: what operators see; [`telemetry`]: logging;
+//!   [`redact`]: credential-like values masked wherever JSON is shown to people.
 
 pub mod alarm;
 pub mod app;
@@ -27,5 +28,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod openwhisk;
 pub mod pause;
+pub mod redact;
+pub mod schedule;
 pub mod shutdown;
 pub mod telemetry;

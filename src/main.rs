@@ -1,3 +1,4 @@
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use mqtt_whisk_provider::app::App;
@@ -11,30 +12,25 @@ use mqtt_whisk_provider::{shutdown, telemetry};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse_args();
-    let config = match Config::from_env(std::env::vars_os(), cli.dry_run) {
+    let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let config = match Config::from_env(env.iter().cloned(), cli.dry_run) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("{error}");
             return ExitCode::from(2);
         }
     };
-    let names: Vec<String> = std::env::vars_os()
-        .filter_map(|(k, _)| k.into_string().ok())
-        .collect();
-    let unknown = unknown_variables(names.iter().map(String::as_str));
+    let unknown = unknown_variables(env.iter().filter_map(|(name, _)| name.to_str()));
     if cli.check {
         print!("{}", render_check(&config));
-        for name in unknown {
-            println!("warning: {name} is not a variable this provider reads (a typo?)");
+        for variable in unknown {
+            println!("warning: {variable}");
         }
         return ExitCode::SUCCESS;
     }
     telemetry::init(config.log_format);
-    if !unknown.is_empty() {
-        tracing::warn!(
-            ?unknown,
-            "environment variables with a known prefix that this provider does not read (typos?)"
-        );
+    for variable in unknown {
+        tracing::warn!("{variable}");
     }
     let result = match App::build(config).await {
         Ok(app) => app.run_until_stopped(shutdown::signal_received()).await,

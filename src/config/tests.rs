@@ -94,13 +94,11 @@ fn secrets_come_from_files_and_never_appear_in_errors_or_check() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("auth");
     std::fs::write(&key_file, "uuid:s3cr3t-from-file\n").unwrap();
-    let vars: Vec<_> = with(&[("OW_AUTH", "")])
-        .into_iter()
-        .chain(env(&[
-            ("OW_AUTH_FILE", key_file.to_str().unwrap()),
-            ("MQTT_URL", "mqtt://dc1:pw-in-url@mosquitto"),
-        ]))
-        .collect();
+    let vars = with(&[
+        ("OW_AUTH", ""),
+        ("OW_AUTH_FILE", key_file.to_str().unwrap()),
+        ("MQTT_URL", "mqtt://dc1:pw-in-url@mosquitto"),
+    ]);
     let config = Config::from_env(vars, false).unwrap();
     assert_eq!(
         secrecy::ExposeSecret::expose_secret(&config.openwhisk.as_ref().unwrap().auth.key),
@@ -123,12 +121,14 @@ fn secret_and_its_file_together_are_a_problem() {
         ("MQTT_PASSWORD", "a"),
         ("MQTT_PASSWORD_FILE", "/nonexistent"),
     ]));
-    assert_eq!(found[0].variable, "MQTT_PASSWORD");
+    assert_eq!(variables_of(&found), ["MQTT_PASSWORD"]);
+    let found = problems(with(&[("OW_AUTH_FILE", "/nonexistent")]));
+    assert_eq!(variables_of(&found), ["OW_AUTH"]);
     let found = problems(with(&[
         ("OW_AUTH", ""),
         ("OW_AUTH_FILE", "/nonexistent/auth"),
     ]));
-    assert_eq!(found[0].variable, "OW_AUTH_FILE");
+    assert_eq!(variables_of(&found), ["OW_AUTH_FILE"]);
     assert!(found[0].message.contains("/nonexistent/auth"));
 }
 
@@ -165,4 +165,316 @@ fn blank_values_fall_back_to_defaults() {
     let config = Config::from_env(with(&[("MQTT_QOS", " "), ("FIRE_PARAMS", "")]), false).unwrap();
     assert_eq!(config.mqtt.qos, 1);
     assert!(config.fire.params.is_empty());
+}
+
+#[test]
+fn the_table_and_everything_derived_from_it_agree() {
+    use super::variables::VARIABLES;
+    let table: std::collections::BTreeSet<&str> = VARIABLES.iter().map(|v| v.name).collect();
+    assert_eq!(table.len(), VARIABLES.len(), "a name is in the table twice");
+
+    // The reader looks up every variable of the table, and only those.
+    let mut problems = Problems::default();
+    let every: Vec<(&str, &str)> = VARIABLES.iter().map(|v| (v.name, "1")).collect();
+    let raw = RawEnv::read(env(&every), &mut problems);
+    let _ = parse(&raw, false, &mut problems);
+    assert_eq!(raw.names_read(), table);
+
+    // --help lists every variable, and --check shows every one.
+    let help = help_text();
+    let check = render_check(&Config::from_env(env(MINIMAL), false).unwrap());
+    for name in &table {
+        assert!(
+            help.contains(&format!("\n  {name} ")),
+            "--help lacks {name}"
+        );
+        assert!(
+            check
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(name)),
+            "--check lacks {name}:\n{check}"
+        );
+    }
+
+    // The typo check knows every name (and NAME_FILE of a secret), in any other case too.
+    let files: Vec<String> = VARIABLES
+        .iter()
+        .filter(|v| v.secret)
+        .map(|v| format!("{}_FILE", v.name))
+        .collect();
+    let known: Vec<&str> = table
+        .iter()
+        .copied()
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    assert_eq!(unknown_variables(known.iter().copied()), []);
+    let lower: Vec<String> = known.iter().map(|n| n.to_ascii_lowercase()).collect();
+    let typos = unknown_variables(lower.iter().map(String::as_str));
+    assert_eq!(typos.len(), known.len());
+    for typo in typos {
+        assert_eq!(typo.meant, Some(typo.name.to_ascii_uppercase()));
+    }
+}
+
+#[test]
+fn a_lower_case_spelling_of_a_variable_is_not_read_and_never_panics() {
+    let config = Config::from_env(with(&[("mqtt_url", "mqtt://elsewhere:1884")]), false).unwrap();
+    assert_eq!(
+        (config.mqtt.host.as_str(), config.mqtt.port),
+        ("mosquitto", 1883)
+    );
+    let only_lower = env(&[("mqtt_url", "mqtt://elsewhere:1884")]);
+    let found = problems(only_lower);
+    assert!(found.contains(&Problem {
+        variable: "MQTT_URL".into(),
+        message: "required, e.g. mqtt://mosquitto:1883".into()
+    }));
+}
+
+#[test]
+fn unrelated_variables_that_are_not_utf8_are_ignored() {
+    use std::os::unix::ffi::OsStringExt;
+    let mut vars = env(MINIMAL);
+    vars.push(("LESSOPEN".into(), OsString::from_vec(vec![b'|', 0xff])));
+    vars.push((OsString::from_vec(vec![b'X', 0xfe]), "y".into()));
+    assert!(Config::from_env(vars, false).is_ok());
+
+    let mut vars = env(MINIMAL);
+    vars.push(("OW_AUTH_FILE".into(), OsString::from_vec(vec![b'/', 0xff])));
+    let found = problems(vars);
+    assert_eq!(found[0].variable, "OW_AUTH_FILE");
+    assert_eq!(found[0].message, "is not valid UTF-8");
+}
+
+#[test]
+fn a_variable_given_twice_must_have_one_value() {
+    let mut vars = env(MINIMAL);
+    vars.push(("OW_TRIGGER".into(), "addReadingToDbTrigger".into()));
+    assert!(Config::from_env(vars.clone(), false).is_ok());
+    vars.push(("OW_TRIGGER".into(), "otherTrigger".into()));
+    let found = problems(vars);
+    assert_eq!(
+        found,
+        [Problem {
+            variable: "OW_TRIGGER".into(),
+            message: "is set more than once, with different values; keep one".into()
+        }]
+    );
+}
+
+fn variables_of(found: &[Problem]) -> Vec<&str> {
+    found.iter().map(|p| p.variable.as_str()).collect()
+}
+
+#[test]
+fn entity_names_are_judged_by_openwhisks_ascii_rule() {
+    for (variable, extra) in [
+        ("OW_TRIGGER", vec![("OW_TRIGGER", "addReadingToDbTriggerЖ")]),
+        ("OW_NAMESPACE", vec![("OW_NAMESPACE", "guest²")]),
+        (
+            "ALARM_TRIGGER",
+            vec![("ALARM_CRON", "0 3 * * *"), ("ALARM_TRIGGER", "agrégats")],
+        ),
+        (
+            "ALARMS[0].trigger",
+            vec![(
+                "ALARMS",
+                r#"[{"name": "n", "cron": "0 3 * * *", "trigger": "t\u0661"}]"#,
+            )],
+        ),
+    ] {
+        let found = problems(with(&extra));
+        assert_eq!(variables_of(&found), [variable], "{found:?}");
+        assert!(found[0].message.contains("ASCII"), "{found:?}");
+    }
+    let longest = "t".repeat(256);
+    let config = Config::from_env(
+        with(&[
+            ("OW_TRIGGER", &longest),
+            ("OW_NAMESPACE", "my ns@dc1.x&y-z"),
+        ]),
+        false,
+    )
+    .unwrap();
+    assert_eq!(config.fire.trigger, longest);
+}
+
+/// The problems of `vars`, which must not parse (no `Debug` of the whole `Config`,
+/// whose long values would flood the output).
+fn problems_quietly(vars: Vec<(OsString, OsString)>) -> Vec<Problem> {
+    match Config::from_env(vars, false) {
+        Ok(_) => panic!("the configuration was accepted"),
+        Err(error) => error.0,
+    }
+}
+
+#[test]
+fn numbers_the_protocol_or_product_cannot_honour_are_named_with_their_range() {
+    for (variable, value, expected) in [
+        (
+            "FIRE_MAX_PAYLOAD_BYTES",
+            "0",
+            "expected bytes from 1024 to 52428800, got 0",
+        ),
+        (
+            "MQTT_MAX_PACKET_BYTES",
+            "0",
+            "expected bytes from 1024 to 268435455, got 0",
+        ),
+        (
+            "FIRE_BATCH_WAIT_MS",
+            "18446744073709551615",
+            "expected milliseconds from 0 to 60000, got 18446744073709551615",
+        ),
+        (
+            "SHUTDOWN_GRACE_SECS",
+            "18446744073709551615",
+            "expected seconds from 0 to 3600, got 18446744073709551615",
+        ),
+        (
+            "HTTP_PORT",
+            "65536",
+            "expected a TCP port from 0 to 65535, got \"65536\"",
+        ),
+    ] {
+        let found = problems_quietly(with(&[(variable, value)]));
+        assert_eq!(variables_of(&found), [variable], "{found:?}");
+        assert_eq!(found[0].message, expected);
+    }
+}
+
+#[test]
+fn mqtt_strings_longer_than_65535_bytes_are_named() {
+    let long = "x".repeat(65_536);
+    let just_fits = "x".repeat(65_535);
+    for variable in [
+        "MQTT_CLIENT_ID",
+        "MQTT_USERNAME",
+        "MQTT_PASSWORD",
+        "MQTT_TOPICS",
+    ] {
+        let mut extra = vec![
+            (variable, long.as_str()),
+            ("MQTT_MAX_PACKET_BYTES", "268435455"),
+        ];
+        if variable == "MQTT_PASSWORD" {
+            extra.push(("MQTT_USERNAME", "u"));
+        }
+        let found = problems_quietly(with(&extra));
+        assert_eq!(variables_of(&found), [variable], "{variable}");
+        assert!(
+            found[0].message.starts_with("at most 65535 bytes")
+                && found[0].message.contains("got 65536"),
+            "{:?}",
+            found[0]
+        );
+        extra[0].1 = just_fits.as_str();
+        assert!(Config::from_env(with(&extra), false).is_ok(), "{variable}");
+    }
+    let url = format!("mqtt://u:{long}@mosquitto");
+    let found = problems_quietly(with(&[
+        ("MQTT_URL", &url),
+        ("MQTT_MAX_PACKET_BYTES", "268435455"),
+    ]));
+    assert_eq!(variables_of(&found), ["MQTT_URL"]);
+    assert!(!found[0].message.contains("xxx"), "the password is echoed");
+}
+
+#[test]
+fn mqtt_strings_with_a_nul_character_are_named() {
+    for variable in ["MQTT_CLIENT_ID", "MQTT_USERNAME", "MQTT_TOPICS"] {
+        let found = problems(with(&[(variable, "a\u{0}b")]));
+        assert_eq!(variables_of(&found), [variable], "{found:?}");
+        assert!(found[0].message.contains("U+0000"), "{found:?}");
+    }
+    // A password is binary data in MQTT 3.1.1: any byte goes.
+    let config = Config::from_env(
+        with(&[("MQTT_USERNAME", "u"), ("MQTT_PASSWORD", "a\u{0}b")]),
+        false,
+    );
+    assert!(config.is_ok());
+}
+
+#[test]
+fn the_connect_and_subscribe_packets_must_fit_mqtt_max_packet_bytes() {
+    let id = "c".repeat(2000);
+    let found = problems(with(&[
+        ("MQTT_CLIENT_ID", &id),
+        ("MQTT_MAX_PACKET_BYTES", "1024"),
+    ]));
+    assert_eq!(variables_of(&found), ["MQTT_MAX_PACKET_BYTES"]);
+    assert!(
+        found[0].message.contains("CONNECT packet of 2015 bytes"),
+        "{found:?}"
+    );
+    let filters = vec!["dc1/sensors/aaaaaaaaaaaaaaaaaaaaaaaa/#"; 40].join(",");
+    let found = problems(with(&[
+        ("MQTT_TOPICS", &filters),
+        ("MQTT_MAX_PACKET_BYTES", "1024"),
+    ]));
+    assert_eq!(variables_of(&found), ["MQTT_MAX_PACKET_BYTES"]);
+    assert!(
+        found[0].message.contains("SUBSCRIBE packet of"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn fire_params_must_leave_room_for_a_reading() {
+    let params = format!(r#"{{"blob": "{}"}}"#, "p".repeat(2000));
+    let found = problems(with(&[
+        ("FIRE_PARAMS", &params),
+        ("FIRE_MAX_PAYLOAD_BYTES", "2048"),
+    ]));
+    assert_eq!(variables_of(&found), ["FIRE_MAX_PAYLOAD_BYTES"]);
+    assert!(found[0].message.contains("FIRE_PARAMS"), "{found:?}");
+}
+
+#[test]
+fn check_masks_credential_like_keys_of_parameters_and_payloads() {
+    let config = Config::from_env(
+        with(&[
+            (
+                "FIRE_PARAMS",
+                r#"{"datacenter_id": "dc1", "influx_token": "S3CRET-1", "db": {"Password": "S3CRET-2"}}"#,
+            ),
+            ("ALARM_CRON", "0 3 * * *"),
+            ("ALARM_TRIGGER", "aggregatesTrigger"),
+            ("ALARM_PAYLOAD", r#"{"central": {"api_key": "S3CRET-3"}}"#),
+            (
+                "ALARMS",
+                r#"[{"name": "n", "cron": "0 4 * * *", "trigger": "t", "payload": {"auth": ["S3CRET-4"]}}]"#,
+            ),
+        ]),
+        false,
+    )
+    .unwrap();
+    let check = render_check(&config);
+    assert!(!check.contains("S3CRET"), "{check}");
+    assert!(check.contains(r#""datacenter_id":"dc1""#), "{check}");
+    assert!(check.contains(r#""influx_token":"********""#), "{check}");
+}
+
+#[test]
+fn files_that_never_end_are_a_problem_not_a_hang() {
+    let found = problems(with(&[("OW_AUTH", ""), ("OW_AUTH_FILE", "/dev/zero")]));
+    assert_eq!(variables_of(&found), ["OW_AUTH_FILE"]);
+    assert_eq!(
+        found[0].message,
+        "/dev/zero is larger than 65536 bytes, more than it should hold"
+    );
+    let found = problems(with(&[
+        ("MQTT_URL", "mqtts://mosquitto"),
+        ("MQTT_CA_FILE", "/dev/zero"),
+        ("MQTT_CLIENT_CERT_FILE", "/dev/zero"),
+        ("MQTT_CLIENT_KEY_FILE", "/dev/zero"),
+    ]));
+    assert_eq!(
+        variables_of(&found),
+        [
+            "MQTT_CA_FILE",
+            "MQTT_CLIENT_CERT_FILE",
+            "MQTT_CLIENT_KEY_FILE"
+        ]
+    );
 }

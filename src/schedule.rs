@@ -31,7 +31,7 @@
 //! on the fall-back day; so times of day are computed here on the wall clock directly,
 //! and croner's zone-aware search is used for intervals only.
 
-use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone as _, Utc};
+use chrono::{DateTime, LocalResult, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::errors::CronError;
@@ -174,6 +174,15 @@ fn detail(error: &CronError) -> String {
         other => other.to_string(),
     };
     text.trim_end_matches('.').to_owned()
+}
+
+/// RFC 3339 to the second (ticks are whole seconds), with `Z` in UTC and the offset
+/// elsewhere.
+pub fn rfc3339<Z: TimeZone>(time: DateTime<Z>) -> String
+where
+    Z::Offset: std::fmt::Display,
+{
+    time.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 #[cfg(test)]
