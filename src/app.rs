@@ -9,7 +9,6 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use url::Url;
 
 use crate::alarm::{Alarm, run_alarm};
 use crate::config::Config;
@@ -19,7 +18,7 @@ use crate::forward::Forwarder;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::mqtt::MqttSource;
-use crate::openwhisk::{OpenWhiskClient, Verdict};
+use crate::openwhisk::{OpenWhiskClient, Target, Verdict};
 use crate::pause::NamespacePause;
 
 /// How long the MQTT source may take to flush acks and disconnect at shutdown.
@@ -38,8 +37,8 @@ pub struct App {
     source: MqttSource,
     forwarder: Forwarder,
     client: Option<OpenWhiskClient>,
-    /// Each alarm with the URL of its trigger.
-    alarms: Vec<(Alarm, Url)>,
+    /// Each alarm with its target.
+    alarms: Vec<(Alarm, Target)>,
     shutdown_grace: Duration,
 }
 
@@ -57,17 +56,19 @@ impl App {
             ),
             None => None,
         };
-        let trigger_url = |trigger: &str| match &client {
-            Some(client) => client.trigger_url(trigger),
-            None => Url::parse("http://dry-run.invalid/").expect("a valid URL"),
+        // Every trigger is fired with the process's own key and namespace (OW_AUTH,
+        // OW_NAMESPACE), which a dry run may lack.
+        let (key, namespace) = match &config.openwhisk {
+            Some(ow) => (Some(&ow.auth), ow.namespace.as_str()),
+            None => (None, "_"),
         };
-        let url = trigger_url(&config.fire.trigger);
+        let target = |trigger: &str| Target::new(key, namespace, trigger);
         let alarms = config
             .alarms
             .into_iter()
             .map(|alarm| {
-                let url = trigger_url(&alarm.trigger);
-                (alarm, url)
+                let target = target(&alarm.trigger);
+                (alarm, target)
             })
             .collect();
         if config.dry_run {
@@ -90,8 +91,7 @@ impl App {
             deliverer,
             acker,
             bodies: MessageBodies::new(&config.fire.params),
-            trigger: config.fire.trigger.as_str().into(),
-            url: Arc::new(url),
+            target: target(&config.fire.trigger),
             concurrency: config.fire.concurrency,
             batch_max: config.fire.batch_max,
             batch_wait: config.fire.batch_wait,
@@ -126,21 +126,20 @@ impl App {
                 .into_future(),
         );
         if let Some(client) = self.client.clone() {
-            let url = self.forwarder.url.clone();
-            let trigger = self.forwarder.trigger.clone();
+            let target = self.forwarder.target.clone();
             let health = self.health.clone();
             let stop = stop_intake.clone();
             tasks.spawn(async move {
-                stop.run_until_cancelled(check_trigger(client, &url, &trigger, health))
+                stop.run_until_cancelled(check_trigger(client, &target, health))
                     .await
             });
         }
 
         let stop_alarms = CancellationToken::new();
         let alarms = TaskTracker::new();
-        for (alarm, url) in self.alarms {
+        for (alarm, target) in self.alarms {
             let deliverer = self.forwarder.deliverer.clone();
-            alarms.spawn(run_alarm(alarm, deliverer, url, stop_alarms.clone()));
+            alarms.spawn(run_alarm(alarm, deliverer, target, stop_alarms.clone()));
         }
         alarms.close();
 
@@ -204,9 +203,10 @@ impl App {
 
 /// Checks at start that the key works and the trigger exists, so a missing trigger shows
 /// in `/readyz` and the log before the first message; repeats until it does.
-async fn check_trigger(client: OpenWhiskClient, url: &Url, trigger: &str, health: Health) {
+async fn check_trigger(client: OpenWhiskClient, target: &Target, health: Health) {
+    let trigger = &*target.trigger;
     loop {
-        let answer = client.check_trigger(url).await;
+        let answer = client.check_trigger(target).await;
         match (answer.verdict, answer.status) {
             (Verdict::Accepted, _) => {
                 tracing::info!(trigger, "OpenWhisk trigger found");

@@ -6,11 +6,10 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use tokio::time::Instant;
-use url::Url;
 
 use crate::health::Health;
 use crate::metrics::{FireKind, FireOutcome, Metrics};
-use crate::openwhisk::{Answer, OpenWhiskClient, Verdict};
+use crate::openwhisk::{Answer, OpenWhiskClient, Target, Verdict};
 use crate::pause::NamespacePause;
 
 /// Where fires go: OpenWhisk, or the log in `--dry-run`.
@@ -22,8 +21,7 @@ pub enum Sink {
 /// One fire to deliver.
 pub struct Fire<'a> {
     pub kind: FireKind,
-    pub trigger: &'a str,
-    pub url: &'a Url,
+    pub target: &'a Target,
     pub body: Bytes,
     /// What the fire is about, for logs: the topic, or the alarm's name.
     pub subject: &'a str,
@@ -107,7 +105,7 @@ impl Deliverer {
             Sink::OpenWhisk(client) => client,
             Sink::DryRun => {
                 tracing::info!(
-                    trigger = fire.trigger,
+                    trigger = %fire.target.trigger,
                     body = %String::from_utf8_lossy(&fire.body),
                     "dry run: would fire"
                 );
@@ -126,7 +124,7 @@ impl Deliverer {
             {
                 return Delivered::GaveUp;
             }
-            let answer = client.fire(fire.url, fire.body.clone()).await;
+            let answer = client.fire(fire.target, fire.body.clone()).await;
             let delay = match self.record(&fire, &answer) {
                 Some(done) => {
                     if done.is_final() {
@@ -186,7 +184,7 @@ impl Deliverer {
             }
             Verdict::NoActiveRule => {
                 self.health.openwhisk_accepting();
-                self.health.no_active_rule(fire.trigger);
+                self.health.no_active_rule(&fire.target.trigger);
                 (FireOutcome::NoActiveRule, Some(Delivered::NoActiveRule))
             }
             Verdict::Rejected => (
@@ -205,7 +203,7 @@ impl Deliverer {
                 let hint = match answer.status.map(|s| s.as_u16()) {
                     Some(404) => format!(
                         " (does trigger {:?} exist? create it once with wsk)",
-                        fire.trigger
+                        fire.target.trigger
                     ),
                     Some(401 | 403) => " (check OW_AUTH and OW_NAMESPACE)".to_owned(),
                     _ => {

@@ -17,20 +17,19 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use url::Url;
 
 use crate::delivery::{Delivered, Deliverer, Fire};
 use crate::fire_body::{MessageBodies, MessageFields};
 use crate::metrics::FireKind;
 use crate::mqtt::{Acker, Message};
+use crate::openwhisk::Target;
 
 /// Turns messages into fires and acks each once its fire got a final answer.
 pub struct Forwarder {
     pub deliverer: Arc<Deliverer>,
     pub acker: Acker,
     pub bodies: MessageBodies,
-    pub trigger: Arc<str>,
-    pub url: Arc<Url>,
+    pub target: Target,
     pub concurrency: usize,
     pub batch_max: usize,
     pub batch_wait: Duration,
@@ -93,8 +92,7 @@ impl Forwarder {
         while let Some(part) = parts.pop() {
             let fire = Fire {
                 kind: part.kind,
-                trigger: &self.trigger,
-                url: &self.url,
+                target: &self.target,
                 body: part.body.clone(),
                 subject: &part.subject,
                 messages: part.messages.len(),

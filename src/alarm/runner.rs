@@ -17,25 +17,30 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use url::Url;
 
 use super::{Alarm, Schedule, alarm_body, rfc3339};
 use crate::delivery::{Delivered, Deliverer, Fire};
 use crate::metrics::{FireKind, FireOutcome};
+use crate::openwhisk::Target;
 
 /// Longest single sleep. Timers run on the monotonic clock, which ignores steps of the
 /// wall clock and (on Linux) stands still while the machine is suspended; waking at
 /// least once a minute bounds how late a tick fires after either.
 const MAX_NAP: Duration = Duration::from_secs(60);
 
-/// Runs `alarm` until `stop` is cancelled, firing its trigger at `url` on every tick.
+/// Runs `alarm` until `stop` is cancelled, firing `target` on every tick.
 /// Fires still in flight at `stop` are abandoned (an alarm tick has nothing to keep it
 /// across a restart); the function returns once they have ended.
-pub async fn run_alarm(alarm: Alarm, deliverer: Arc<Deliverer>, url: Url, stop: CancellationToken) {
+pub async fn run_alarm(
+    alarm: Alarm,
+    deliverer: Arc<Deliverer>,
+    target: Target,
+    stop: CancellationToken,
+) {
     let fires = AlarmFires {
         alarm,
         deliverer,
-        url,
+        target,
         stop,
     };
     run_with_clock(Arc::new(fires), Utc::now).await;
@@ -45,7 +50,7 @@ pub async fn run_alarm(alarm: Alarm, deliverer: Arc<Deliverer>, url: Url, stop: 
 struct AlarmFires {
     alarm: Alarm,
     deliverer: Arc<Deliverer>,
-    url: Url,
+    target: Target,
     stop: CancellationToken,
 }
 
@@ -113,8 +118,7 @@ impl AlarmFires {
         let _in_flight = metrics.in_flight();
         let fire = Fire {
             kind: FireKind::Alarm,
-            trigger: &alarm.trigger,
-            url: &self.url,
+            target: &self.target,
             body: alarm_body(alarm, scheduled_at),
             subject: &alarm.name,
             messages: 0,
@@ -292,7 +296,7 @@ mod tests {
         let fires = AlarmFires {
             alarm: alarm(cron),
             deliverer: deliverer.clone(),
-            url: Url::parse("http://dry-run.invalid/").unwrap(),
+            target: Target::new(None, "_", "aggregatesTrigger"),
             stop: stop.clone(),
         };
         let task = tokio::spawn(run_with_clock(Arc::new(fires), clock));
