@@ -19,7 +19,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::mqtt::MqttSource;
 use crate::openwhisk::{OpenWhiskClient, Target, Verdict};
-use crate::pause::NamespacePause;
+use crate::pause::Pauses;
 
 /// How long the MQTT source may take to flush acks and disconnect at shutdown.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -81,7 +81,7 @@ impl App {
                 (Some(client), false) => Sink::OpenWhisk(client.clone()),
                 _ => Sink::DryRun,
             },
-            pause: NamespacePause::default(),
+            pauses: Pauses::default(),
             health: health.clone(),
             metrics: metrics.clone(),
             max_payload_bytes: config.fire.max_payload_bytes,

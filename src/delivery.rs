@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::health::Health;
 use crate::metrics::{FireKind, FireOutcome, Metrics};
 use crate::openwhisk::{Answer, OpenWhiskClient, Target, Verdict};
-use crate::pause::NamespacePause;
+use crate::pause::Pauses;
 
 /// Where fires go: OpenWhisk, or the log in `--dry-run`.
 pub enum Sink {
@@ -59,7 +59,8 @@ impl Delivered {
 /// Sends fires with the retry rules; shared by all fires of the process.
 pub struct Deliverer {
     pub sink: Sink,
-    pub pause: NamespacePause,
+    /// One 429 pause per namespace: a throttled namespace never pauses another.
+    pub pauses: Pauses,
     pub health: Health,
     pub metrics: Metrics,
     pub max_payload_bytes: usize,
@@ -114,14 +115,12 @@ impl Deliverer {
                 return Delivered::Accepted;
             }
         };
+        let pause = self.pauses.of(&fire.target.namespace);
         let started = Instant::now();
         let mut retry = retry_backoff();
         let mut not_ready = not_ready_backoff();
         loop {
-            if !self
-                .wait_or_deadline(self.pause.wait(), fire.deadline)
-                .await
-            {
+            if !self.wait_or_deadline(pause.wait(), fire.deadline).await {
                 return Delivered::GaveUp;
             }
             let answer = client.fire(fire.target, fire.body.clone()).await;
@@ -135,18 +134,12 @@ impl Deliverer {
                 }
                 None => match answer.verdict {
                     Verdict::Throttled { retry_after } => {
-                        if self
-                            .pause
-                            .pause(retry_after.map(|d| d.min(MAX_RETRY_AFTER)))
-                        {
+                        if pause.pause(retry_after.map(|d| d.min(MAX_RETRY_AFTER))) {
                             self.metrics.namespace_paused();
                         }
                         // This fire's own backoff starts when the pause ends, so that the
                         // fires waiting for it do not all retry at the same instant.
-                        if !self
-                            .wait_or_deadline(self.pause.wait(), fire.deadline)
-                            .await
-                        {
+                        if !self.wait_or_deadline(pause.wait(), fire.deadline).await {
                             return Delivered::GaveUp;
                         }
                         retry.next().unwrap_or(Duration::from_secs(10))

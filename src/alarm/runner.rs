@@ -231,7 +231,7 @@ mod tests {
     use crate::delivery::Sink;
     use crate::health::Health;
     use crate::metrics::Metrics;
-    use crate::pause::NamespacePause;
+    use crate::pause::Pauses;
 
     fn utc(text: &str) -> DateTime<Utc> {
         text.parse().unwrap()
@@ -252,7 +252,7 @@ mod tests {
     fn deliverer(max_payload_bytes: usize) -> Arc<Deliverer> {
         Arc::new(Deliverer {
             sink: Sink::DryRun,
-            pause: NamespacePause::default(),
+            pauses: Pauses::default(),
             health: Health::default(),
             metrics: Metrics::default(),
             max_payload_bytes,
