@@ -12,13 +12,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::alarm::{Alarm, run_alarm};
 use crate::config::Config;
-use crate::delivery::{Deliverer, Sink};
+use crate::delivery::Deliverer;
 use crate::fire_body::MessageBodies;
 use crate::forward::Forwarder;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::mqtt::MqttSource;
-use crate::openwhisk::{OpenWhiskClient, Target, Verdict};
+use crate::openwhisk::{DryRun, OpenWhiskClient, Sink, Target, Verdict};
 use crate::pause::Pauses;
 
 /// How long the MQTT source may take to flush acks and disconnect at shutdown.
@@ -36,7 +36,6 @@ pub struct App {
     metrics: Metrics,
     source: MqttSource,
     forwarder: Forwarder,
-    client: Option<OpenWhiskClient>,
     /// Each alarm with its target.
     alarms: Vec<(Alarm, Target)>,
     shutdown_grace: Duration,
@@ -49,12 +48,17 @@ impl App {
         let listener = TcpListener::bind(("0.0.0.0", config.http_port))
             .await
             .with_context(|| format!("cannot listen on HTTP_PORT {}", config.http_port))?;
-        let client = match &config.openwhisk {
-            Some(ow) => Some(
+        let sink: Arc<dyn Sink> = match &config.openwhisk {
+            Some(ow) if !config.dry_run => Arc::new(
                 OpenWhiskClient::new(ow, config.fire.timeout)
                     .context("building the OpenWhisk client")?,
             ),
-            None => None,
+            _ => {
+                tracing::warn!(
+                    "dry run: fires are logged, not sent, and messages are acknowledged as if accepted"
+                );
+                Arc::new(DryRun)
+            }
         };
         // Every trigger is fired with the process's own key and namespace (OW_AUTH,
         // OW_NAMESPACE), which a dry run may lack.
@@ -71,16 +75,8 @@ impl App {
                 (alarm, target)
             })
             .collect();
-        if config.dry_run {
-            tracing::warn!(
-                "dry run: fires are logged, not sent, and messages are acknowledged as if accepted"
-            );
-        }
         let deliverer = Arc::new(Deliverer {
-            sink: match (&client, config.dry_run) {
-                (Some(client), false) => Sink::OpenWhisk(client.clone()),
-                _ => Sink::DryRun,
-            },
+            sink,
             pauses: Pauses::default(),
             health: health.clone(),
             metrics: metrics.clone(),
@@ -102,7 +98,6 @@ impl App {
             metrics,
             source,
             forwarder,
-            client: client.filter(|_| !config.dry_run),
             alarms,
             shutdown_grace: config.shutdown_grace,
         })
@@ -125,15 +120,14 @@ impl App {
                 .with_graceful_shutdown(stop_http.clone().cancelled_owned())
                 .into_future(),
         );
-        if let Some(client) = self.client.clone() {
-            let target = self.forwarder.target.clone();
-            let health = self.health.clone();
-            let stop = stop_intake.clone();
-            tasks.spawn(async move {
-                stop.run_until_cancelled(check_trigger(client, &target, health))
-                    .await
-            });
-        }
+        let sink = self.forwarder.deliverer.sink.clone();
+        let target = self.forwarder.target.clone();
+        let health = self.health.clone();
+        let stop = stop_intake.clone();
+        tasks.spawn(async move {
+            stop.run_until_cancelled(check_trigger(sink, &target, health))
+                .await
+        });
 
         let stop_alarms = CancellationToken::new();
         let alarms = TaskTracker::new();
@@ -203,10 +197,12 @@ impl App {
 
 /// Checks at start that the key works and the trigger exists, so a missing trigger shows
 /// in `/readyz` and the log before the first message; repeats until it does.
-async fn check_trigger(client: OpenWhiskClient, target: &Target, health: Health) {
+async fn check_trigger(sink: Arc<dyn Sink>, target: &Target, health: Health) {
     let trigger = &*target.trigger;
     loop {
-        let answer = client.check_trigger(target).await;
+        let Some(answer) = sink.check_trigger(target).await else {
+            return;
+        };
         match (answer.verdict, answer.status) {
             (Verdict::Accepted, _) => {
                 tracing::info!(trigger, "OpenWhisk trigger found");

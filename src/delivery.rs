@@ -1,6 +1,7 @@
 //! Delivering one fire: retry with capped, jittered exponential backoff until OpenWhisk
 //! gives a final answer (SPEC section 4). Used by message and alarm fires alike.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -9,14 +10,8 @@ use tokio::time::Instant;
 
 use crate::health::Health;
 use crate::metrics::{FireKind, FireOutcome, Metrics};
-use crate::openwhisk::{Answer, OpenWhiskClient, Target, Verdict};
+use crate::openwhisk::{Answer, Sink, Target, Verdict};
 use crate::pause::Pauses;
-
-/// Where fires go: OpenWhisk, or the log in `--dry-run`.
-pub enum Sink {
-    OpenWhisk(OpenWhiskClient),
-    DryRun,
-}
 
 /// One fire to deliver.
 pub struct Fire<'a> {
@@ -58,7 +53,7 @@ impl Delivered {
 
 /// Sends fires with the retry rules; shared by all fires of the process.
 pub struct Deliverer {
-    pub sink: Sink,
+    pub sink: Arc<dyn Sink>,
     /// One 429 pause per namespace: a throttled namespace never pauses another.
     pub pauses: Pauses,
     pub health: Health,
@@ -102,19 +97,6 @@ impl Deliverer {
             self.metrics.fire_attempt(fire.kind, outcome, "local");
             return delivered;
         }
-        let client = match &self.sink {
-            Sink::OpenWhisk(client) => client,
-            Sink::DryRun => {
-                tracing::info!(
-                    trigger = %fire.target.trigger,
-                    body = %String::from_utf8_lossy(&fire.body),
-                    "dry run: would fire"
-                );
-                self.metrics
-                    .fire_attempt(fire.kind, FireOutcome::Accepted, "dry_run");
-                return Delivered::Accepted;
-            }
-        };
         let pause = self.pauses.of(&fire.target.namespace);
         let started = Instant::now();
         let mut retry = retry_backoff();
@@ -123,7 +105,7 @@ impl Deliverer {
             if !self.wait_or_deadline(pause.wait(), fire.deadline).await {
                 return Delivered::GaveUp;
             }
-            let answer = client.fire(fire.target, fire.body.clone()).await;
+            let answer = self.sink.fire(fire.target, fire.body.clone()).await;
             let delay = match self.record(&fire, &answer) {
                 Some(done) => {
                     if done.is_final() {

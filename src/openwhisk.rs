@@ -1,6 +1,10 @@
-//! The OpenWhisk side: a reqwest client that fires triggers and sorts every answer into
-//! the few [`Verdict`]s the delivery rules of SPEC section 4 care about.
+//! The OpenWhisk side: the [`Sink`] that fires go to, a reqwest client that fires
+//! triggers and sorts every answer into the few [`Verdict`]s the delivery rules of SPEC
+//! section 4 care about, and the dry run's stand-in for it.
 
+mod dry_run;
+
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +16,22 @@ use secrecy::ExposeSecret;
 use url::Url;
 
 use crate::config::{ApiKey, OpenWhiskConfig};
+
+pub use dry_run::DryRun;
+
+/// Where fires go: OpenWhisk, or the log of a dry run. The delivery rules are the same
+/// for both, so only the sink knows which it is.
+pub trait Sink: Send + Sync {
+    /// Sends one fire. Never fails: no answer (refused, reset, timed out) is an answer too.
+    fn fire<'a>(&'a self, target: &'a Target, body: Bytes) -> Pending<'a, Answer>;
+
+    /// The check at start that `target`'s key works and its trigger exists; `None` when
+    /// the sink sends nowhere, so there is nothing to check.
+    fn check_trigger<'a>(&'a self, target: &'a Target) -> Pending<'a, Option<Answer>>;
+}
+
+/// What a [`Sink`] answers with, boxed so that the sink can be chosen at start.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Fires any [`Target`] at `OW_API_HOST`; cheap to clone (the connection pool is shared).
 #[derive(Clone)]
@@ -127,25 +147,30 @@ impl OpenWhiskClient {
             None => request,
         }
     }
+}
 
-    /// POSTs one fire. Never fails: a transport error is a [`Verdict::Transient`] answer.
-    pub async fn fire(&self, target: &Target, body: Bytes) -> Answer {
+impl Sink for OpenWhiskClient {
+    /// POSTs the fire; a transport error is a [`Verdict::Transient`] answer.
+    fn fire<'a>(&'a self, target: &'a Target, body: Bytes) -> Pending<'a, Answer> {
         let request = self
             .http
             .post(self.trigger_url(target))
             .header(CONTENT_TYPE, "application/json")
             .body(body);
-        answer(Self::authorized(request, target).send().await).await
+        let request = Self::authorized(request, target);
+        Box::pin(async move { answer(request.send().await).await })
     }
 
     /// GETs the trigger: the cheap check that the key works and the trigger exists.
-    pub async fn check_trigger(&self, target: &Target) -> Answer {
-        let request = self.http.get(self.trigger_url(target));
-        let mut answer = answer(Self::authorized(request, target).send().await).await;
-        if answer.status == Some(StatusCode::OK) {
-            answer.verdict = Verdict::Accepted;
-        }
-        answer
+    fn check_trigger<'a>(&'a self, target: &'a Target) -> Pending<'a, Option<Answer>> {
+        let request = Self::authorized(self.http.get(self.trigger_url(target)), target);
+        Box::pin(async move {
+            let mut answer = answer(request.send().await).await;
+            if answer.status == Some(StatusCode::OK) {
+                answer.verdict = Verdict::Accepted;
+            }
+            Some(answer)
+        })
     }
 }
 

@@ -228,9 +228,9 @@ mod tests {
     use chrono_tz::Tz;
 
     use super::*;
-    use crate::delivery::Sink;
     use crate::health::Health;
     use crate::metrics::Metrics;
+    use crate::openwhisk::DryRun;
     use crate::pause::Pauses;
 
     fn utc(text: &str) -> DateTime<Utc> {
@@ -251,7 +251,7 @@ mod tests {
     /// A dry-run deliverer: accepts every fire at once (or rejects it as too large).
     fn deliverer(max_payload_bytes: usize) -> Arc<Deliverer> {
         Arc::new(Deliverer {
-            sink: Sink::DryRun,
+            sink: Arc::new(DryRun),
             pauses: Pauses::default(),
             health: Health::default(),
             metrics: Metrics::default(),
