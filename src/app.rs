@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::alarm::{Alarm, run_alarm};
 use crate::config::Config;
 use crate::delivery::Deliverer;
+use crate::delivery::events::Events;
 use crate::fire_body::MessageBodies;
 use crate::forward::Forwarder;
 use crate::health::Health;
@@ -78,8 +79,7 @@ impl App {
         let deliverer = Arc::new(Deliverer {
             sink,
             pauses: Pauses::default(),
-            health: health.clone(),
-            metrics: metrics.clone(),
+            events: Events::new(health.clone(), metrics.clone()),
             max_payload_bytes: config.fire.max_payload_bytes,
         });
         let (source, acker) = MqttSource::new(&config.mqtt, health.clone(), metrics.clone())?;
@@ -209,12 +209,11 @@ async fn check_trigger(sink: Arc<dyn Sink>, target: &Target, health: Health) {
                 health.openwhisk_accepting();
                 return;
             }
-            (_, Some(status)) if status.as_u16() == 404 => health.openwhisk_failing(
-                &format!("404: trigger {trigger:?} does not exist (create it once with wsk trigger create)"),
-                true,
-            ),
-            (_, Some(status)) => health.openwhisk_failing(&format!("{status}: {}", answer.detail), true),
-            (_, None) => health.openwhisk_failing(&answer.detail, true),
+            (_, Some(status)) if status.as_u16() == 404 => health.openwhisk_failing(&format!(
+                "404: trigger {trigger:?} does not exist (create it once with wsk trigger create)"
+            )),
+            (_, Some(status)) => health.openwhisk_failing(&format!("{status}: {}", answer.detail)),
+            (_, None) => health.openwhisk_failing(&answer.detail),
         }
         tokio::time::sleep(TRIGGER_CHECK_INTERVAL).await;
     }

@@ -75,7 +75,6 @@ impl Forwarder {
             let forwarder = forwarder.clone();
             let abandon = abandon.clone();
             fires.spawn(async move {
-                let _in_flight = forwarder.deliverer.metrics.in_flight();
                 tokio::select! {
                     () = forwarder.deliver(outgoing) => {},
                     _ = abandon.cancelled() => {}

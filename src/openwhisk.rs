@@ -3,6 +3,8 @@
 //! section 4 care about, and the dry run's stand-in for it.
 
 mod dry_run;
+#[cfg(test)]
+pub(crate) mod scripted;
 
 use std::pin::Pin;
 use std::sync::Arc;
