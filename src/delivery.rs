@@ -25,6 +25,9 @@ pub struct Fire<'a> {
     /// The MQTT messages it carries (0 for an alarm): rejections are counted in messages,
     /// and a fire of several that is too large is handed back to be split.
     pub messages: usize,
+    /// The MQTT payload bytes of those messages, logged next to the fire's size when it
+    /// is rejected: JSON escaping can make a reading several times larger as a fire.
+    pub payload_bytes: usize,
     /// Give up retrying at this instant (an alarm's next tick); `None` = never.
     pub deadline: Option<Instant>,
 }
@@ -198,6 +201,7 @@ mod tests {
 
     use super::*;
     use crate::health::Health;
+    use crate::health::test_logs::Logs;
     use crate::metrics::Metrics;
     use crate::openwhisk::scripted::{self, Scripted};
 
@@ -219,6 +223,7 @@ mod tests {
             body: Bytes::from_static(b"{}"),
             subject: "dc1/sensors/t1",
             messages: 1,
+            payload_bytes: 2,
             deadline: None,
         }
     }
@@ -268,5 +273,29 @@ mod tests {
             "every fire to a waited for a's pause: {a_fires:?}"
         );
         assert_eq!(metrics.sample("namespace_pauses_total"), 1.0);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_fire_logs_the_readings_own_size_next_to_the_fires() {
+        let (logs, _guard) = Logs::capture();
+        let (mut deliverer, metrics) = deliverer(Scripted::new(|_| scripted::status(202)));
+        deliverer.max_payload_bytes = 100;
+        let target = Target::new(None, "_", "t");
+        let fire = Fire {
+            body: Bytes::from(vec![b' '; 600]),
+            payload_bytes: 180,
+            ..fire(&target)
+        };
+        assert_eq!(deliverer.deliver(fire).await, Delivered::Rejected);
+        let rejected = logs.lines("can never accept");
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert!(
+            rejected[0].contains("size=600") && rejected[0].contains("payload_bytes=180"),
+            "{}",
+            rejected[0]
+        );
+        let counted = r#"fires_total{kind="message",outcome="rejected",status="local"}"#;
+        assert_eq!(metrics.sample(counted), 1.0);
+        assert_eq!(metrics.sample("messages_rejected_total"), 1.0);
     }
 }

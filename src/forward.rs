@@ -95,6 +95,7 @@ impl Forwarder {
                 body: part.body.clone(),
                 subject: &part.subject,
                 messages: part.messages.len(),
+                payload_bytes: part.messages.iter().map(|m| m.publish.payload.len()).sum(),
                 deadline: None,
             };
             let delivered = self.deliverer.deliver(fire).await;

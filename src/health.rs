@@ -244,6 +244,7 @@ impl Health {
 
 #[cfg(test)]
 mod tests {
+    use super::test_logs::Logs;
     use super::*;
 
     #[test]
@@ -262,41 +263,6 @@ mod tests {
         );
         health.openwhisk_accepting();
         assert!(health.readiness().is_ok());
-    }
-
-    /// What is logged on this thread while the guard lives.
-    #[derive(Clone, Default)]
-    struct Logs(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Logs {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Logs {
-        fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-            let logs = Logs::default();
-            let writer = logs.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_writer(move || writer.clone())
-                .with_ansi(false)
-                .finish();
-            (logs, tracing::subscriber::set_default(subscriber))
-        }
-
-        fn lines(&self, needle: &str) -> Vec<String> {
-            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-            text.lines()
-                .filter(|line| line.contains(needle))
-                .map(str::to_owned)
-                .collect()
-        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -389,5 +355,46 @@ mod tests {
             1,
             "a's warning does not hide b's"
         );
+    }
+}
+
+/// Log capture for unit tests.
+#[cfg(test)]
+pub(crate) mod test_logs {
+    use std::sync::{Arc, Mutex};
+
+    /// What is logged on this thread while the guard lives.
+    #[derive(Clone, Default)]
+    pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        pub fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+            let logs = Logs::default();
+            let writer = logs.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            (logs, tracing::subscriber::set_default(subscriber))
+        }
+
+        pub fn lines(&self, needle: &str) -> Vec<String> {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            text.lines()
+                .filter(|line| line.contains(needle))
+                .map(str::to_owned)
+                .collect()
+        }
     }
 }

@@ -120,6 +120,7 @@ impl AlarmFires {
             body: alarm_body(alarm, scheduled_at),
             subject: &alarm.name,
             messages: 0,
+            payload_bytes: 0,
             deadline,
         };
         let scheduled_at = rfc3339(scheduled_at);

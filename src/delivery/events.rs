@@ -59,7 +59,8 @@ impl Events {
     ) {
         tracing::warn!(
             kind = ?fire.kind, namespace = %fire.target.namespace, trigger = %fire.target.trigger,
-            subject = fire.subject, size = fire.body.len(), status, detail,
+            subject = fire.subject, size = fire.body.len(),
+            payload_bytes = (fire.messages > 0).then_some(fire.payload_bytes), status, detail,
             "OpenWhisk can never accept this fire; dropped"
         );
         self.metrics
