@@ -1,5 +1,8 @@
 //! Delivering one fire: retry with capped, jittered exponential backoff until OpenWhisk
-//! gives a final answer (SPEC section 4). Used by message and alarm fires alike.
+//! gives a final answer (SPEC section 4). Used by message and alarm fires alike;
+//! [`events`] logs and counts what each attempt and each alarm tick came to.
+
+pub mod events;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,8 +10,6 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use tokio::time::Instant;
-
-pub mod events;
 
 use crate::metrics::FireKind;
 use crate::openwhisk::{Answer, Sink, Target, Verdict};

@@ -35,8 +35,7 @@ pub trait Sink: Send + Sync {
 /// What a [`Sink`] answers with, boxed so that the sink can be chosen at start.
 pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Fires any [`Target`] at `OW_API_HOST`; cheap to clone (the connection pool is shared).
-#[derive(Clone)]
+/// Fires any [`Target`] at `OW_API_HOST`, over one connection pool.
 pub struct OpenWhiskClient {
     http: reqwest::Client,
     base: Url,
@@ -99,7 +98,7 @@ pub enum Verdict {
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub verdict: Verdict,
-    /// `None` when no HTTP answer came (refused, reset, timed out).
+    /// `None` when no HTTP answer came (refused, reset, timed out; a dry run sends none).
     pub status: Option<StatusCode>,
     /// OpenWhisk's `error` text, a snippet of another body, or the connection error.
     pub detail: String,
