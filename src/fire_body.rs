@@ -128,7 +128,7 @@ impl MessageBodies {
     }
 
     /// `{"type":"batch","messages":[…],<FIRE_PARAMS>}`.
-    pub fn batch<'e>(&self, entries: impl ExactSizeIterator<Item = &'e [u8]>) -> Bytes {
+    pub fn batch<'e>(&self, entries: impl Iterator<Item = &'e [u8]>) -> Bytes {
         let mut out = Vec::with_capacity(64 * 1024);
         out.extend_from_slice(BATCH_OPEN);
         for (i, entry) in entries.enumerate() {

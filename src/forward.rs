@@ -289,8 +289,7 @@ mod properties {
                     "{} messages in {} bytes, over {}", batch.len(), body.len(), max
                 );
                 if let Some(next) = batches.get(i + 1) {
-                    let grown: Vec<_> = batch.iter().chain(&next[..1]).map(Vec::as_slice).collect();
-                    let grown = bodies.batch(grown.into_iter());
+                    let grown = bodies.batch(batch.iter().chain(&next[..1]).map(Vec::as_slice));
                     prop_assert!(grown.len() > max, "cut only before a message that does not fit");
                 }
             }
