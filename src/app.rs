@@ -9,18 +9,18 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use url::Url;
 
 use crate::alarm::{Alarm, run_alarm};
 use crate::config::Config;
-use crate::delivery::{Deliverer, Sink};
+use crate::delivery::Deliverer;
+use crate::delivery::events::Events;
 use crate::fire_body::MessageBodies;
 use crate::forward::Forwarder;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::mqtt::MqttSource;
-use crate::openwhisk::{OpenWhiskClient, Verdict};
-use crate::pause::NamespacePause;
+use crate::openwhisk::{DryRun, OpenWhiskClient, Sink, Target, Verdict};
+use crate::pause::Pauses;
 
 /// How long the MQTT source may take to flush acks and disconnect at shutdown.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,9 +37,8 @@ pub struct App {
     metrics: Metrics,
     source: MqttSource,
     forwarder: Forwarder,
-    client: Option<OpenWhiskClient>,
-    /// Each alarm with the URL of its trigger.
-    alarms: Vec<(Alarm, Url)>,
+    /// Each alarm with its target.
+    alarms: Vec<(Alarm, Target)>,
     shutdown_grace: Duration,
 }
 
@@ -50,39 +49,37 @@ impl App {
         let listener = TcpListener::bind(("0.0.0.0", config.http_port))
             .await
             .with_context(|| format!("cannot listen on HTTP_PORT {}", config.http_port))?;
-        let client = match &config.openwhisk {
-            Some(ow) => Some(
+        let sink: Arc<dyn Sink> = match &config.openwhisk {
+            Some(ow) if !config.dry_run => Arc::new(
                 OpenWhiskClient::new(ow, config.fire.timeout)
                     .context("building the OpenWhisk client")?,
             ),
-            None => None,
+            _ => {
+                tracing::warn!(
+                    "dry run: fires are logged, not sent, and messages are acknowledged as if accepted"
+                );
+                Arc::new(DryRun)
+            }
         };
-        let trigger_url = |trigger: &str| match &client {
-            Some(client) => client.trigger_url(trigger),
-            None => Url::parse("http://dry-run.invalid/").expect("a valid URL"),
+        // Every trigger is fired with the process's own key and namespace (OW_AUTH,
+        // OW_NAMESPACE), which a dry run may lack.
+        let (key, namespace) = match &config.openwhisk {
+            Some(ow) => (Some(&ow.auth), ow.namespace.as_str()),
+            None => (None, "_"),
         };
-        let url = trigger_url(&config.fire.trigger);
+        let target = |trigger: &str| Target::new(key, namespace, trigger);
         let alarms = config
             .alarms
             .into_iter()
             .map(|alarm| {
-                let url = trigger_url(&alarm.trigger);
-                (alarm, url)
+                let target = target(&alarm.trigger);
+                (alarm, target)
             })
             .collect();
-        if config.dry_run {
-            tracing::warn!(
-                "dry run: fires are logged, not sent, and messages are acknowledged as if accepted"
-            );
-        }
         let deliverer = Arc::new(Deliverer {
-            sink: match (&client, config.dry_run) {
-                (Some(client), false) => Sink::OpenWhisk(client.clone()),
-                _ => Sink::DryRun,
-            },
-            pause: NamespacePause::default(),
-            health: health.clone(),
-            metrics: metrics.clone(),
+            sink,
+            pauses: Pauses::default(),
+            events: Events::new(health.clone(), metrics.clone()),
             max_payload_bytes: config.fire.max_payload_bytes,
         });
         let (source, acker) = MqttSource::new(&config.mqtt, health.clone(), metrics.clone())?;
@@ -90,8 +87,7 @@ impl App {
             deliverer,
             acker,
             bodies: MessageBodies::new(&config.fire.params),
-            trigger: config.fire.trigger.as_str().into(),
-            url: Arc::new(url),
+            target: target(&config.fire.trigger),
             concurrency: config.fire.concurrency,
             batch_max: config.fire.batch_max,
             batch_wait: config.fire.batch_wait,
@@ -102,7 +98,6 @@ impl App {
             metrics,
             source,
             forwarder,
-            client: client.filter(|_| !config.dry_run),
             alarms,
             shutdown_grace: config.shutdown_grace,
         })
@@ -125,22 +120,20 @@ impl App {
                 .with_graceful_shutdown(stop_http.clone().cancelled_owned())
                 .into_future(),
         );
-        if let Some(client) = self.client.clone() {
-            let url = self.forwarder.url.clone();
-            let trigger = self.forwarder.trigger.clone();
-            let health = self.health.clone();
-            let stop = stop_intake.clone();
-            tasks.spawn(async move {
-                stop.run_until_cancelled(check_trigger(client, &url, &trigger, health))
-                    .await
-            });
-        }
+        let sink = self.forwarder.deliverer.sink.clone();
+        let target = self.forwarder.target.clone();
+        let health = self.health.clone();
+        let stop = stop_intake.clone();
+        tasks.spawn(async move {
+            stop.run_until_cancelled(check_trigger(sink, &target, health))
+                .await
+        });
 
         let stop_alarms = CancellationToken::new();
         let alarms = TaskTracker::new();
-        for (alarm, url) in self.alarms {
+        for (alarm, target) in self.alarms {
             let deliverer = self.forwarder.deliverer.clone();
-            alarms.spawn(run_alarm(alarm, deliverer, url, stop_alarms.clone()));
+            alarms.spawn(run_alarm(alarm, deliverer, target, stop_alarms.clone()));
         }
         alarms.close();
 
@@ -204,21 +197,23 @@ impl App {
 
 /// Checks at start that the key works and the trigger exists, so a missing trigger shows
 /// in `/readyz` and the log before the first message; repeats until it does.
-async fn check_trigger(client: OpenWhiskClient, url: &Url, trigger: &str, health: Health) {
+async fn check_trigger(sink: Arc<dyn Sink>, target: &Target, health: Health) {
+    let trigger = &*target.trigger;
     loop {
-        let answer = client.check_trigger(url).await;
+        let Some(answer) = sink.check_trigger(target).await else {
+            return;
+        };
         match (answer.verdict, answer.status) {
             (Verdict::Accepted, _) => {
                 tracing::info!(trigger, "OpenWhisk trigger found");
                 health.openwhisk_accepting();
                 return;
             }
-            (_, Some(status)) if status.as_u16() == 404 => health.openwhisk_failing(
-                &format!("404: trigger {trigger:?} does not exist (create it once with wsk trigger create)"),
-                true,
-            ),
-            (_, Some(status)) => health.openwhisk_failing(&format!("{status}: {}", answer.detail), true),
-            (_, None) => health.openwhisk_failing(&answer.detail, true),
+            (_, Some(status)) if status.as_u16() == 404 => health.openwhisk_failing(&format!(
+                "404: trigger {trigger:?} does not exist (create it once with wsk trigger create)"
+            )),
+            (_, Some(status)) => health.openwhisk_failing(&format!("{status}: {}", answer.detail)),
+            (_, None) => health.openwhisk_failing(&answer.detail),
         }
         tokio::time::sleep(TRIGGER_CHECK_INTERVAL).await;
     }

@@ -1,35 +1,34 @@
 //! Delivering one fire: retry with capped, jittered exponential backoff until OpenWhisk
-//! gives a final answer (SPEC section 4). Used by message and alarm fires alike.
+//! gives a final answer (SPEC section 4). Used by message and alarm fires alike;
+//! [`events`] logs and counts what each attempt and each alarm tick came to.
 
+pub mod events;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use tokio::time::Instant;
-use url::Url;
 
-use crate::health::Health;
-use crate::metrics::{FireKind, FireOutcome, Metrics};
-use crate::openwhisk::{Answer, OpenWhiskClient, Verdict};
-use crate::pause::NamespacePause;
-
-/// Where fires go: OpenWhisk, or the log in `--dry-run`.
-pub enum Sink {
-    OpenWhisk(OpenWhiskClient),
-    DryRun,
-}
+use crate::metrics::FireKind;
+use crate::openwhisk::{Answer, Sink, Target, Verdict};
+use crate::pause::Pauses;
+use events::Events;
 
 /// One fire to deliver.
 pub struct Fire<'a> {
     pub kind: FireKind,
-    pub trigger: &'a str,
-    pub url: &'a Url,
+    pub target: &'a Target,
     pub body: Bytes,
     /// What the fire is about, for logs: the topic, or the alarm's name.
     pub subject: &'a str,
     /// The MQTT messages it carries (0 for an alarm): rejections are counted in messages,
     /// and a fire of several that is too large is handed back to be split.
     pub messages: usize,
+    /// The MQTT payload bytes of those messages, logged next to the fire's size when it
+    /// is rejected: JSON escaping can make a reading several times larger as a fire.
+    pub payload_bytes: usize,
     /// Give up retrying at this instant (an alarm's next tick); `None` = never.
     pub deadline: Option<Instant>,
 }
@@ -60,10 +59,11 @@ impl Delivered {
 
 /// Sends fires with the retry rules; shared by all fires of the process.
 pub struct Deliverer {
-    pub sink: Sink,
-    pub pause: NamespacePause,
-    pub health: Health,
-    pub metrics: Metrics,
+    pub sink: Arc<dyn Sink>,
+    /// One 429 pause per namespace: a throttled namespace never pauses another.
+    pub pauses: Pauses,
+    /// What operators see of each attempt and its result.
+    pub events: Events,
     pub max_payload_bytes: usize,
 }
 
@@ -94,169 +94,209 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 impl Deliverer {
     /// Delivers `fire`, retrying transient failures without limit (or until its deadline).
     pub async fn deliver(&self, fire: Fire<'_>) -> Delivered {
+        let _in_flight = self.events.in_flight();
         if fire.body.len() > self.max_payload_bytes {
             let detail = format!(
                 "larger than FIRE_MAX_PAYLOAD_BYTES ({})",
                 self.max_payload_bytes
             );
-            let (outcome, delivered) = self.too_large(&fire, "local", &detail);
-            self.metrics.fire_attempt(fire.kind, outcome, "local");
-            return delivered;
+            return self.too_large(&fire, "local", &detail, None);
         }
-        let client = match &self.sink {
-            Sink::OpenWhisk(client) => client,
-            Sink::DryRun => {
-                tracing::info!(
-                    trigger = fire.trigger,
-                    body = %String::from_utf8_lossy(&fire.body),
-                    "dry run: would fire"
-                );
-                self.metrics
-                    .fire_attempt(fire.kind, FireOutcome::Accepted, "dry_run");
-                return Delivered::Accepted;
-            }
-        };
+        let pause = self.pauses.of(&fire.target.namespace);
         let started = Instant::now();
         let mut retry = retry_backoff();
         let mut not_ready = not_ready_backoff();
         loop {
-            if !self
-                .wait_or_deadline(self.pause.wait(), fire.deadline)
-                .await
-            {
+            if !wait_or_deadline(pause.wait(), fire.deadline).await {
                 return Delivered::GaveUp;
             }
-            let answer = client.fire(fire.url, fire.body.clone()).await;
-            let delay = match self.record(&fire, &answer) {
-                Some(done) => {
-                    if done.is_final() {
-                        self.metrics
-                            .fire_finished(fire.kind, started.elapsed().as_secs_f64());
-                    }
-                    return done;
+            let answer = self.sink.fire(fire.target, fire.body.clone()).await;
+            let status = status_label(&answer);
+            let delay = match answer.verdict {
+                Verdict::Accepted => {
+                    self.events.fire_accepted(&fire, &status, started.elapsed());
+                    return Delivered::Accepted;
                 }
-                None => match answer.verdict {
-                    Verdict::Throttled { retry_after } => {
-                        if self
-                            .pause
-                            .pause(retry_after.map(|d| d.min(MAX_RETRY_AFTER)))
-                        {
-                            self.metrics.namespace_paused();
-                        }
-                        // This fire's own backoff starts when the pause ends, so that the
-                        // fires waiting for it do not all retry at the same instant.
-                        if !self
-                            .wait_or_deadline(self.pause.wait(), fire.deadline)
-                            .await
-                        {
-                            return Delivered::GaveUp;
-                        }
-                        retry.next().unwrap_or(Duration::from_secs(10))
+                Verdict::NoActiveRule => {
+                    self.events
+                        .no_active_rule(&fire, &status, started.elapsed());
+                    return Delivered::NoActiveRule;
+                }
+                Verdict::Rejected => {
+                    let took = Some(started.elapsed());
+                    self.events
+                        .fire_rejected(&fire, &status, &answer.detail, took);
+                    return Delivered::Rejected;
+                }
+                Verdict::TooLarge => {
+                    let took = Some(started.elapsed());
+                    return self.too_large(&fire, &status, &answer.detail, took);
+                }
+                Verdict::Throttled { retry_after } => {
+                    let paused = pause.pause(retry_after.map(|d| d.min(MAX_RETRY_AFTER)));
+                    self.events.fire_throttled(&fire, &status, &answer, paused);
+                    // This fire's own backoff starts when the pause ends, so that the
+                    // fires waiting for it do not all retry at the same instant.
+                    if !wait_or_deadline(pause.wait(), fire.deadline).await {
+                        return Delivered::GaveUp;
                     }
-                    Verdict::NotReady => not_ready.next().unwrap_or(Duration::from_secs(15)),
-                    Verdict::Transient { retry_after } => {
-                        let backoff = retry.next().unwrap_or(Duration::from_secs(10));
-                        retry_after.map_or(backoff, |r| r.min(MAX_RETRY_AFTER).max(backoff))
-                    }
-                    _ => unreachable!("final verdicts returned above"),
-                },
+                    retry.next().unwrap_or(Duration::from_secs(10))
+                }
+                Verdict::NotReady => {
+                    self.events.fire_not_ready(&fire, &status, &answer);
+                    not_ready.next().unwrap_or(Duration::from_secs(15))
+                }
+                Verdict::Transient { retry_after } => {
+                    self.events.fire_failed(&fire, &status, &answer);
+                    let backoff = retry.next().unwrap_or(Duration::from_secs(10));
+                    retry_after.map_or(backoff, |r| r.min(MAX_RETRY_AFTER).max(backoff))
+                }
             };
-            if !self
-                .wait_or_deadline(tokio::time::sleep(delay), fire.deadline)
-                .await
-            {
+            if !wait_or_deadline(tokio::time::sleep(delay), fire.deadline).await {
                 return Delivered::GaveUp;
             }
         }
-    }
-
-    /// Counts and logs one answer; returns the final result, or `None` to retry.
-    fn record(&self, fire: &Fire<'_>, answer: &Answer) -> Option<Delivered> {
-        let status = answer
-            .status
-            .map_or_else(|| "none".to_owned(), |s| s.as_u16().to_string());
-        let problem = || match answer.status {
-            Some(code) => format!("{code}: {}", answer.detail),
-            None => answer.detail.clone(),
-        };
-        let (outcome, result) = match &answer.verdict {
-            Verdict::Accepted => {
-                self.health.openwhisk_accepting();
-                (FireOutcome::Accepted, Some(Delivered::Accepted))
-            }
-            Verdict::NoActiveRule => {
-                self.health.openwhisk_accepting();
-                self.health.no_active_rule(fire.trigger);
-                (FireOutcome::NoActiveRule, Some(Delivered::NoActiveRule))
-            }
-            Verdict::Rejected => (
-                self.reject(fire, &status, &answer.detail),
-                Some(Delivered::Rejected),
-            ),
-            Verdict::TooLarge => {
-                let (outcome, delivered) = self.too_large(fire, &status, &answer.detail);
-                (outcome, Some(delivered))
-            }
-            Verdict::Throttled { .. } => {
-                self.health.openwhisk_failing(&problem(), false);
-                (FireOutcome::Retried, None)
-            }
-            Verdict::NotReady => {
-                let hint = match answer.status.map(|s| s.as_u16()) {
-                    Some(404) => format!(
-                        " (does trigger {:?} exist? create it once with wsk)",
-                        fire.trigger
-                    ),
-                    Some(401 | 403) => " (check OW_AUTH and OW_NAMESPACE)".to_owned(),
-                    _ => {
-                        " (not OpenWhisk's own answer: check OW_API_HOST, http or https)".to_owned()
-                    }
-                };
-                self.health.openwhisk_failing(&(problem() + &hint), true);
-                (FireOutcome::Retried, None)
-            }
-            Verdict::Transient { .. } => {
-                self.health.openwhisk_failing(&problem(), true);
-                (FireOutcome::Retried, None)
-            }
-        };
-        self.metrics.fire_attempt(fire.kind, outcome, &status);
-        result
     }
 
     /// A fire over a payload limit: handed back to be split when it carries several
     /// messages, rejected when it is one message (or an alarm) too large on its own.
-    fn too_large(&self, fire: &Fire<'_>, status: &str, detail: &str) -> (FireOutcome, Delivered) {
-        if fire.messages > 1 {
-            self.health.batch_split(fire.messages, detail);
-            (FireOutcome::Split, Delivered::TooLarge)
-        } else {
-            (self.reject(fire, status, detail), Delivered::Rejected)
-        }
-    }
-
-    /// Logs and counts a fire that can never be accepted; its messages are then acked.
-    fn reject(&self, fire: &Fire<'_>, status: &str, detail: &str) -> FireOutcome {
-        tracing::warn!(
-            kind = ?fire.kind, subject = fire.subject, size = fire.body.len(), status, detail,
-            "OpenWhisk can never accept this fire; dropped"
-        );
-        self.metrics.messages_rejected(fire.messages as u64);
-        FireOutcome::Rejected
-    }
-
-    /// Runs `wait` unless `deadline` comes first; false when the deadline came.
-    async fn wait_or_deadline(
+    /// `took`: how long it was being sent, `None` when refused before sending.
+    fn too_large(
         &self,
-        wait: impl Future<Output = ()>,
-        deadline: Option<Instant>,
-    ) -> bool {
-        match deadline {
-            None => {
-                wait.await;
-                true
-            }
-            Some(deadline) => tokio::time::timeout_at(deadline, wait).await.is_ok(),
+        fire: &Fire<'_>,
+        status: &str,
+        detail: &str,
+        took: Option<Duration>,
+    ) -> Delivered {
+        if fire.messages > 1 {
+            self.events.batch_split(fire, status, detail);
+            Delivered::TooLarge
+        } else {
+            self.events.fire_rejected(fire, status, detail, took);
+            Delivered::Rejected
         }
+    }
+}
+
+/// The `status` label of an answer: its HTTP status, or `none` when no answer came.
+fn status_label(answer: &Answer) -> String {
+    answer
+        .status
+        .map_or_else(|| "none".to_owned(), |s| s.as_u16().to_string())
+}
+
+/// Runs `wait` unless `deadline` comes first; false when the deadline came.
+async fn wait_or_deadline(wait: impl Future<Output = ()>, deadline: Option<Instant>) -> bool {
+    match deadline {
+        None => {
+            wait.await;
+            true
+        }
+        Some(deadline) => tokio::time::timeout_at(deadline, wait).await.is_ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::health::Health;
+    use crate::health::test_logs::Logs;
+    use crate::metrics::Metrics;
+    use crate::openwhisk::scripted::{self, Scripted};
+
+    fn deliverer(sink: Arc<dyn Sink>) -> (Deliverer, Metrics) {
+        let metrics = Metrics::default();
+        let deliverer = Deliverer {
+            sink,
+            pauses: Pauses::default(),
+            events: Events::new(Health::default(), metrics.clone()),
+            max_payload_bytes: 1 << 20,
+        };
+        (deliverer, metrics)
+    }
+
+    fn fire(target: &Target) -> Fire<'_> {
+        Fire {
+            kind: FireKind::Message,
+            target,
+            body: Bytes::from_static(b"{}"),
+            subject: "dc1/sensors/t1",
+            messages: 1,
+            payload_bytes: 2,
+            deadline: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_namespace_never_pauses_fires_to_another() {
+        let throttled = AtomicBool::new(false);
+        let sink = Scripted::new(move |target| {
+            if &*target.namespace == "a" && !throttled.swap(true, Ordering::SeqCst) {
+                Answer {
+                    verdict: Verdict::Throttled {
+                        retry_after: Some(Duration::from_secs(5)),
+                    },
+                    ..scripted::status(429)
+                }
+            } else {
+                scripted::status(202)
+            }
+        });
+        let (deliverer, metrics) = deliverer(sink.clone());
+        let (a, b) = (Target::new(None, "a", "t"), Target::new(None, "b", "t"));
+        let start = Instant::now();
+        // Polled in order: a's first fire is throttled before b's and a's second start.
+        let delivered = tokio::join!(
+            deliverer.deliver(fire(&a)),
+            deliverer.deliver(fire(&b)),
+            deliverer.deliver(fire(&a)),
+        );
+        assert_eq!(
+            delivered,
+            (
+                Delivered::Accepted,
+                Delivered::Accepted,
+                Delivered::Accepted
+            )
+        );
+        let fires = sink.fires();
+        let at = |namespace: &str| -> Vec<Duration> {
+            let fires = fires.iter().filter(|(_, ns)| &**ns == namespace);
+            fires.map(|(at, _)| *at - start).collect()
+        };
+        assert_eq!(at("b"), [Duration::ZERO], "b fired at once");
+        let a_fires = at("a");
+        assert_eq!(a_fires.len(), 3, "the 429, then both fires: {a_fires:?}");
+        assert!(
+            a_fires[1..].iter().all(|t| *t >= Duration::from_secs(5)),
+            "every fire to a waited for a's pause: {a_fires:?}"
+        );
+        assert_eq!(metrics.sample("namespace_pauses_total"), 1.0);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_fire_logs_the_readings_own_size_next_to_the_fires() {
+        let (logs, _guard) = Logs::capture();
+        let (mut deliverer, metrics) = deliverer(Scripted::new(|_| scripted::status(202)));
+        deliverer.max_payload_bytes = 100;
+        let target = Target::new(None, "_", "t");
+        let fire = Fire {
+            body: Bytes::from(vec![b' '; 600]),
+            payload_bytes: 180,
+            ..fire(&target)
+        };
+        assert_eq!(deliverer.deliver(fire).await, Delivered::Rejected);
+        let rejected = logs.lines("can never accept");
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert!(
+            rejected[0].contains("size=600") && rejected[0].contains("payload_bytes=180"),
+            "{}",
+            rejected[0]
+        );
+        let counted = r#"fires_total{kind="message",outcome="rejected",status="local"}"#;
+        assert_eq!(metrics.sample(counted), 1.0);
+        assert_eq!(metrics.sample("messages_rejected_total"), 1.0);
     }
 }

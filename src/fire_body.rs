@@ -128,7 +128,7 @@ impl MessageBodies {
     }
 
     /// `{"type":"batch","messages":[…],<FIRE_PARAMS>}`.
-    pub fn batch<'e>(&self, entries: impl ExactSizeIterator<Item = &'e [u8]>) -> Bytes {
+    pub fn batch<'e>(&self, entries: impl Iterator<Item = &'e [u8]>) -> Bytes {
         let mut out = Vec::with_capacity(64 * 1024);
         out.extend_from_slice(BATCH_OPEN);
         for (i, entry) in entries.enumerate() {
@@ -245,5 +245,182 @@ mod tests {
         let rendered: Value = serde_json::from_slice(&bodies.render(&fields(b"21.5"))).unwrap();
         assert_eq!(rendered.as_object().unwrap().len(), 7);
         assert!(rendered.get("encoding").is_none());
+    }
+}
+
+/// Properties of the bodies over arbitrary topics, payloads (UTF-8 or not) and
+/// `FIRE_PARAMS`; the strategies also serve the batcher's properties.
+#[cfg(test)]
+pub(crate) mod properties {
+    use chrono::{SubsecRound, TimeZone};
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::MESSAGE_KEYS;
+
+    /// A message to render, owned.
+    #[derive(Debug, Clone)]
+    pub struct Reading {
+        topic: String,
+        payload: Vec<u8>,
+        qos: u8,
+        retain: bool,
+        received_at: DateTime<Utc>,
+        seq: u64,
+    }
+
+    impl Reading {
+        pub fn fields(&self) -> MessageFields<'_> {
+            MessageFields {
+                topic: &self.topic,
+                payload: &self.payload,
+                qos: self.qos,
+                retain: self.retain,
+                received_at: self.received_at,
+                seq: self.seq,
+            }
+        }
+    }
+
+    /// Any text: control characters, quotes, backslashes, NUL and non-ASCII included.
+    fn text(max: usize) -> impl Strategy<Value = String> {
+        vec(any::<char>(), 0..max).prop_map(String::from_iter)
+    }
+
+    /// Payloads that are UTF-8 (any text) and payloads that are mostly not (any bytes).
+    fn payload() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            text(200).prop_map(String::into_bytes),
+            vec(any::<u8>(), 0..300)
+        ]
+    }
+
+    pub fn reading() -> impl Strategy<Value = Reading> {
+        // From 1970 to 2100, to the nanosecond.
+        let instant = (0..4_102_444_800i64, 0..1_000_000_000u32)
+            .prop_map(|(secs, nanos)| Utc.timestamp_opt(secs, nanos).unwrap());
+        (
+            text(40),
+            payload(),
+            0..=2u8,
+            any::<bool>(),
+            instant,
+            any::<u64>(),
+        )
+            .prop_map(|(topic, payload, qos, retain, received_at, seq)| Reading {
+                topic,
+                payload,
+                qos,
+                retain,
+                received_at,
+                seq,
+            })
+    }
+
+    /// Any JSON value whose numbers survive a round trip through text exactly.
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (any::<i32>(), 0..8u8)
+                .prop_map(|(n, eighths)| Value::from(f64::from(n) + f64::from(eighths) / 8.0)),
+            text(20).prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..4).prop_map(Value::from),
+                vec((text(8), inner), 0..4)
+                    .prop_map(|members| Value::Object(members.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// `FIRE_PARAMS` as the configuration lets it be: no key a message fire sets itself.
+    pub fn fire_params() -> impl Strategy<Value = Map<String, Value>> {
+        let key = text(12).prop_filter("a message key", |k| !MESSAGE_KEYS.contains(&k.as_str()));
+        vec((key, json()), 0..5).prop_map(|members| members.into_iter().collect())
+    }
+
+    /// `message` is `reading` as a fire describes it, with its payload intact.
+    fn describes(
+        message: &Map<String, Value>,
+        reading: &Reading,
+        bodies: &MessageBodies,
+    ) -> Result<(), TestCaseError> {
+        prop_assert_eq!(&message["topic"], &reading.topic);
+        let body = message["body"].as_str().expect("body is a string");
+        match std::str::from_utf8(&reading.payload) {
+            Ok(text) => {
+                prop_assert_eq!(body, text);
+                prop_assert!(!message.contains_key("encoding"));
+            }
+            Err(_) => {
+                prop_assert_eq!(&message["encoding"], "base64");
+                let decoded = base64::engine::general_purpose::STANDARD.decode(body);
+                prop_assert_eq!(decoded.as_deref(), Ok(&reading.payload[..]));
+            }
+        }
+        prop_assert_eq!(&message["qos"], reading.qos);
+        prop_assert_eq!(&message["retain"], reading.retain);
+        let received_at = message["received_at"].as_str().expect("a string");
+        prop_assert!(received_at.ends_with('Z'), "{}", received_at);
+        let parsed = DateTime::parse_from_rfc3339(received_at).map(|t| t.to_utc());
+        prop_assert_eq!(parsed, Ok(reading.received_at.trunc_subsecs(3)));
+        let id = format!("{:016x}-{}", bodies.boot, reading.seq);
+        prop_assert_eq!(&message["message_id"], &id);
+        Ok(())
+    }
+
+    /// Every `FIRE_PARAMS` member is in `body` as it was given.
+    fn carries(
+        body: &Map<String, Value>,
+        params: &Map<String, Value>,
+    ) -> Result<(), TestCaseError> {
+        for (key, value) in params {
+            prop_assert_eq!(body.get(key), Some(value), "{}", key);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn a_message_body_is_json_that_round_trips_its_payload(
+            reading in reading(),
+            params in fire_params(),
+        ) {
+            let bodies = MessageBodies::new(&params);
+            let rendered = bodies.render(&reading.fields());
+            let body: Map<String, Value> = serde_json::from_slice(&rendered).expect("JSON");
+            prop_assert_eq!(&body["type"], "message");
+            describes(&body, &reading, &bodies)?;
+            carries(&body, &params)?;
+            let own = 7 + usize::from(body.contains_key("encoding"));
+            prop_assert_eq!(body.len(), own + params.len(), "nothing else");
+        }
+
+        #[test]
+        fn a_batch_body_is_json_that_round_trips_every_payload_and_batch_len_is_its_size(
+            readings in vec(reading(), 1..8),
+            params in fire_params(),
+        ) {
+            let bodies = MessageBodies::new(&params);
+            let entries: Vec<_> = readings.iter().map(|r| bodies.batch_entry(&r.fields())).collect();
+            let rendered = bodies.batch(entries.iter().map(Vec::as_slice));
+            let entries_len = entries.iter().map(Vec::len).sum();
+            prop_assert_eq!(rendered.len(), bodies.batch_len(entries_len, entries.len()));
+            let body: Map<String, Value> = serde_json::from_slice(&rendered).expect("JSON");
+            prop_assert_eq!(&body["type"], "batch");
+            let messages = body["messages"].as_array().expect("an array");
+            prop_assert_eq!(messages.len(), readings.len());
+            for (message, reading) in messages.iter().zip(&readings) {
+                let message = message.as_object().expect("an object");
+                prop_assert!(!message.contains_key("type"));
+                describes(message, reading, &bodies)?;
+            }
+            carries(&body, &params)?;
+            prop_assert_eq!(body.len(), 2 + params.len(), "nothing else");
+        }
     }
 }

@@ -17,20 +17,19 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use url::Url;
 
 use crate::delivery::{Delivered, Deliverer, Fire};
 use crate::fire_body::{MessageBodies, MessageFields};
 use crate::metrics::FireKind;
 use crate::mqtt::{Acker, Message};
+use crate::openwhisk::Target;
 
 /// Turns messages into fires and acks each once its fire got a final answer.
 pub struct Forwarder {
     pub deliverer: Arc<Deliverer>,
     pub acker: Acker,
     pub bodies: MessageBodies,
-    pub trigger: Arc<str>,
-    pub url: Arc<Url>,
+    pub target: Target,
     pub concurrency: usize,
     pub batch_max: usize,
     pub batch_wait: Duration,
@@ -76,7 +75,6 @@ impl Forwarder {
             let forwarder = forwarder.clone();
             let abandon = abandon.clone();
             fires.spawn(async move {
-                let _in_flight = forwarder.deliverer.metrics.in_flight();
                 tokio::select! {
                     () = forwarder.deliver(outgoing) => {},
                     _ = abandon.cancelled() => {}
@@ -93,11 +91,11 @@ impl Forwarder {
         while let Some(part) = parts.pop() {
             let fire = Fire {
                 kind: part.kind,
-                trigger: &self.trigger,
-                url: &self.url,
+                target: &self.target,
                 body: part.body.clone(),
                 subject: &part.subject,
                 messages: part.messages.len(),
+                payload_bytes: part.messages.iter().map(|m| m.publish.payload.len()).sum(),
                 deadline: None,
             };
             let delivered = self.deliverer.deliver(fire).await;
@@ -186,7 +184,7 @@ impl Batcher {
             }
         };
         let deadline = Instant::now() + forwarder.batch_wait;
-        let mut entries_len = first.1.len();
+        let mut size = BatchSize::of_first(first.1.len());
         let mut batch = vec![first];
         while batch.len() < forwarder.batch_max {
             let message = tokio::select! {
@@ -197,15 +195,104 @@ impl Batcher {
                 _ = tokio::time::sleep_until(deadline) => break,
             };
             let entry = bodies.batch_entry(&fields(&message));
-            let grown = bodies.batch_len(entries_len + entry.len(), batch.len() + 1);
-            if grown > forwarder.deliverer.max_payload_bytes {
+            if !size.admit(bodies, entry.len(), forwarder.deliverer.max_payload_bytes) {
                 self.carried = Some((message, entry));
                 break;
             }
-            entries_len += entry.len();
             batch.push((message, entry));
         }
         let (messages, entries) = batch.into_iter().unzip();
         Some(Outgoing::batch(bodies, messages, entries))
+    }
+}
+
+/// The size of a batch being gathered, and the rule that cuts it below the payload limit.
+struct BatchSize {
+    entries_len: usize,
+    count: usize,
+}
+
+impl BatchSize {
+    /// A batch of its first entry, which always fits: a message too large on its own is
+    /// sent alone (and rejected), never held.
+    fn of_first(len: usize) -> BatchSize {
+        BatchSize {
+            entries_len: len,
+            count: 1,
+        }
+    }
+
+    /// Takes an entry of `len` bytes if the batch's body stays within `max` bytes with
+    /// it; otherwise the batch is cut before it.
+    fn admit(&mut self, bodies: &MessageBodies, len: usize, max: usize) -> bool {
+        let fits = bodies.batch_len(self.entries_len + len, self.count + 1) <= max;
+        if fits {
+            self.entries_len += len;
+            self.count += 1;
+        }
+        fits
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    use super::*;
+    use crate::fire_body::properties::{fire_params, reading};
+
+    /// `entries` cut into batches by the batcher's size rule alone (no count or wait).
+    fn cut(bodies: &MessageBodies, entries: Vec<Vec<u8>>, max: usize) -> Vec<Vec<Vec<u8>>> {
+        let mut batches: Vec<Vec<Vec<u8>>> = Vec::new();
+        let mut size: Option<BatchSize> = None;
+        for entry in entries {
+            let admitted = size
+                .as_mut()
+                .is_some_and(|size| size.admit(bodies, entry.len(), max));
+            if admitted {
+                batches.last_mut().expect("a batch is open").push(entry);
+            } else {
+                size = Some(BatchSize::of_first(entry.len()));
+                batches.push(vec![entry]);
+            }
+        }
+        batches
+    }
+
+    proptest! {
+        #[test]
+        fn a_batch_is_over_the_payload_limit_only_when_it_is_one_message(
+            readings in vec(reading(), 1..12),
+            params in fire_params(),
+            at in any::<Index>(),
+            delta in -2i64..=2,
+        ) {
+            let bodies = MessageBodies::new(&params);
+            let entries: Vec<_> =
+                readings.iter().map(|r| bodies.batch_entry(&r.fields())).collect();
+            // The limit at, just under or just over the size of the first k messages' batch.
+            let k = at.index(entries.len()) + 1;
+            let first_k = bodies.batch_len(entries[..k].iter().map(Vec::len).sum(), k);
+            let max = usize::try_from(first_k as i64 + delta).unwrap();
+
+            let batches = cut(&bodies, entries.clone(), max);
+            prop_assert_eq!(batches.concat(), entries, "every message once, in order");
+            if delta >= 0 {
+                prop_assert!(batches[0].len() >= k, "a batch exactly at the limit is not cut");
+            }
+            for (i, batch) in batches.iter().enumerate() {
+                let body = bodies.batch(batch.iter().map(Vec::as_slice));
+                prop_assert!(
+                    body.len() <= max || batch.len() == 1,
+                    "{} messages in {} bytes, over {}", batch.len(), body.len(), max
+                );
+                if let Some(next) = batches.get(i + 1) {
+                    let grown = bodies.batch(batch.iter().chain(&next[..1]).map(Vec::as_slice));
+                    prop_assert!(grown.len() > max, "cut only before a message that does not fit");
+                }
+            }
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! What `/readyz` reports, and the logs that go with a change of state: one line when the
 //! broker or OpenWhisk changes state, and while OpenWhisk fails one reminder per interval
 //! instead of one error per message. A throttle (429) is OpenWhisk's flow control, not a
-//! failure: warned about once per interval, never "recovered" from.
+//! failure: warned about once per interval and namespace, never "recovered" from.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,7 +31,8 @@ pub struct Health(Arc<Mutex<State>>);
 struct State {
     broker: BrokerState,
     openwhisk: Option<Failure>,
-    throttled: Option<Reminder>,
+    /// Per namespace, as the throttle is.
+    throttled: HashMap<Arc<str>, Reminder>,
     no_rule: Option<Reminder>,
     split: Option<Reminder>,
 }
@@ -96,7 +98,7 @@ impl Default for Health {
         Health(Arc::new(Mutex::new(State {
             broker: BrokerState::Disconnected,
             openwhisk: None,
-            throttled: None,
+            throttled: HashMap::new(),
             no_rule: None,
             split: None,
         })))
@@ -160,22 +162,8 @@ impl Health {
     /// "cannot connect: ..."). Failures are grouped by that start, not by the whole text:
     /// logged when a group begins, then once per [`REMINDER_INTERVAL`] with the number of
     /// failures in between.
-    ///
-    /// `blocks_readiness: false` is for OpenWhisk's flow control (a 429): fires wait for
-    /// the next minute and nothing is wrong. It leaves readiness and the failure alone, is
-    /// warned about once per interval with a count, and has no recovery to log.
-    pub fn openwhisk_failing(&self, problem: &str, blocks_readiness: bool) {
+    pub fn openwhisk_failing(&self, problem: &str) {
         let mut state = self.state();
-        if !blocks_readiness {
-            if let Some(count) = Reminder::due_in(&mut state.throttled) {
-                tracing::warn!(
-                    problem,
-                    fires_throttled_since_last_log = count,
-                    "OpenWhisk is throttling fires to this namespace; they wait for the next minute"
-                );
-            }
-            return;
-        }
         let group = failure_group(problem);
         match state.openwhisk.as_mut() {
             Some(failure) if failure.group == group => {
@@ -203,6 +191,28 @@ impl Health {
                     reminder: Reminder::new(),
                 });
             }
+        }
+    }
+
+    /// A 429 from `namespace`: OpenWhisk's flow control, so fires to it wait for the next
+    /// minute and nothing is wrong. Leaves readiness alone, is warned about once per
+    /// interval and namespace with a count, and has no recovery to log.
+    pub fn openwhisk_throttled(&self, namespace: &Arc<str>, problem: &str) {
+        let mut state = self.state();
+        let reminder = match state.throttled.get_mut(namespace) {
+            Some(reminder) => reminder.due(),
+            None => {
+                state.throttled.insert(namespace.clone(), Reminder::new());
+                Some(1)
+            }
+        };
+        if let Some(count) = reminder {
+            tracing::warn!(
+                %namespace,
+                problem,
+                fires_throttled_since_last_log = count,
+                "OpenWhisk is throttling fires to this namespace; they wait for the next minute"
+            );
         }
     }
 
@@ -234,6 +244,7 @@ impl Health {
 
 #[cfg(test)]
 mod tests {
+    use super::test_logs::Logs;
     use super::*;
 
     #[test]
@@ -245,7 +256,7 @@ mod tests {
         );
         health.set_broker(BrokerState::Subscribed);
         assert!(health.readiness().is_ok());
-        health.openwhisk_failing("404 trigger t does not exist", true);
+        health.openwhisk_failing("404 trigger t does not exist");
         assert_eq!(
             health.readiness().unwrap_err(),
             ["OpenWhisk is not accepting fires: 404 trigger t does not exist"]
@@ -254,53 +265,19 @@ mod tests {
         assert!(health.readiness().is_ok());
     }
 
-    /// What is logged on this thread while the guard lives.
-    #[derive(Clone, Default)]
-    struct Logs(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Logs {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Logs {
-        fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-            let logs = Logs::default();
-            let writer = logs.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_writer(move || writer.clone())
-                .with_ansi(false)
-                .finish();
-            (logs, tracing::subscriber::set_default(subscriber))
-        }
-
-        fn lines(&self, needle: &str) -> Vec<String> {
-            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-            text.lines()
-                .filter(|line| line.contains(needle))
-                .map(str::to_owned)
-                .collect()
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_throttle_is_warned_once_per_interval_whatever_its_count_and_never_recovered() {
         let (logs, _guard) = Logs::capture();
         let health = Health::default();
         health.set_broker(BrokerState::Subscribed);
+        let namespace: Arc<str> = "guest".into();
         // A throttle every half interval, ten fires each time, accepted in between.
         for _ in 0..4 {
             for count in 61..71 {
                 let problem = format!(
                     "429 Too Many Requests: Too many requests in the last minute (count: {count}, allowed: 60)."
                 );
-                health.openwhisk_failing(&problem, false);
+                health.openwhisk_throttled(&namespace, &problem);
                 assert!(health.readiness().is_ok(), "a throttle is not an outage");
             }
             health.openwhisk_accepting();
@@ -308,7 +285,11 @@ mod tests {
         }
         let throttled = logs.lines("Too many requests");
         assert_eq!(throttled.len(), 2, "{throttled:#?}");
-        assert!(throttled.iter().all(|line| line.contains("WARN")));
+        assert!(
+            throttled
+                .iter()
+                .all(|line| line.contains("WARN") && line.contains("namespace=guest"))
+        );
         assert!(
             throttled[1].contains("=20"),
             "the second counts the 20 since the first: {}",
@@ -322,29 +303,23 @@ mod tests {
         let (logs, _guard) = Logs::capture();
         let health = Health::default();
         health.set_broker(BrokerState::Subscribed);
-        health.openwhisk_failing(
-            "404 Not Found: The requested resource does not exist.",
-            true,
-        );
-        health.openwhisk_failing("404: trigger \"t\" does not exist", true);
+        health.openwhisk_failing("404 Not Found: The requested resource does not exist.");
+        health.openwhisk_failing("404: trigger \"t\" does not exist");
         assert_eq!(logs.lines("ERROR").len(), 1, "one 404, two texts");
         assert_eq!(
             health.readiness().unwrap_err(),
             ["OpenWhisk is not accepting fires: 404: trigger \"t\" does not exist"],
             "readiness tells the latest text"
         );
-        health.openwhisk_failing("503 Service Unavailable: overloaded", true);
-        health.openwhisk_failing("cannot connect: Connection refused (os error 111)", true);
-        health.openwhisk_failing(
-            "cannot connect: Connection reset by peer (os error 104)",
-            true,
-        );
+        health.openwhisk_failing("503 Service Unavailable: overloaded");
+        health.openwhisk_failing("cannot connect: Connection refused (os error 111)");
+        health.openwhisk_failing("cannot connect: Connection reset by peer (os error 104)");
         assert_eq!(logs.lines("ERROR").len(), 3, "404, 503, cannot connect");
-        health.openwhisk_failing("timed out: operation timed out", true);
+        health.openwhisk_failing("timed out: operation timed out");
         assert_eq!(logs.lines("ERROR").len(), 4);
 
         tokio::time::advance(REMINDER_INTERVAL).await;
-        health.openwhisk_failing("timed out: deadline has elapsed", true);
+        health.openwhisk_failing("timed out: deadline has elapsed");
         let reminders = logs.lines("still not accepting");
         assert_eq!(reminders.len(), 1);
         assert!(
@@ -361,7 +336,65 @@ mod tests {
     fn throttling_is_logged_but_keeps_readiness() {
         let health = Health::default();
         health.set_broker(BrokerState::Subscribed);
-        health.openwhisk_failing("429 too many requests", false);
+        health.openwhisk_throttled(&"guest".into(), "429 too many requests");
         assert!(health.readiness().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_throttled_namespace_is_warned_about_on_its_own() {
+        let (logs, _guard) = Logs::capture();
+        let health = Health::default();
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        for _ in 0..3 {
+            health.openwhisk_throttled(&a, "429: throttled");
+        }
+        health.openwhisk_throttled(&b, "429: throttled");
+        assert_eq!(logs.lines("namespace=a").len(), 1);
+        assert_eq!(
+            logs.lines("namespace=b").len(),
+            1,
+            "a's warning does not hide b's"
+        );
+    }
+}
+
+/// Log capture for unit tests.
+#[cfg(test)]
+pub(crate) mod test_logs {
+    use std::sync::{Arc, Mutex};
+
+    /// What is logged on this thread while the guard lives.
+    #[derive(Clone, Default)]
+    pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        pub fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+            let logs = Logs::default();
+            let writer = logs.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            (logs, tracing::subscriber::set_default(subscriber))
+        }
+
+        pub fn lines(&self, needle: &str) -> Vec<String> {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            text.lines()
+                .filter(|line| line.contains(needle))
+                .map(str::to_owned)
+                .collect()
+        }
     }
 }

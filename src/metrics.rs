@@ -1,4 +1,5 @@
-//! Prometheus metrics. Each event that is logged is also counted here, so `/metrics` and
+//! Prometheus metrics. Fires and alarm ticks are counted through
+//! [`crate::delivery::events`], which logs each event in the same call, so `/metrics` and
 //! the logs tell the same story.
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub enum FireOutcome {
     Rejected,
     /// Too large for OpenWhisk: its messages go again in two smaller fires.
     Split,
+    /// Not accepted yet (a failure, a 429, not ready): tried again.
     Retried,
 }
 
@@ -48,6 +50,28 @@ impl FireOutcome {
             FireOutcome::Rejected => "rejected",
             FireOutcome::Split => "split",
             FireOutcome::Retried => "retried",
+        }
+    }
+}
+
+/// How an alarm tick ended, as counted in `alarm_fires_total`. Its attempts are counted
+/// in `fires_total{kind="alarm"}`, retries included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TickOutcome {
+    Accepted,
+    NoActiveRule,
+    Rejected,
+    /// Not delivered before the alarm's next tick, which takes over.
+    GaveUp,
+}
+
+impl TickOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            TickOutcome::Accepted => "accepted",
+            TickOutcome::NoActiveRule => "no_active_rule",
+            TickOutcome::Rejected => "rejected",
+            TickOutcome::GaveUp => "gave_up",
         }
     }
 }
@@ -137,7 +161,7 @@ impl Default for Metrics {
         );
         registry.register(
             "alarm_fires",
-            "Alarm ticks fired, by alarm and outcome",
+            "Alarm ticks, by alarm and final outcome (gave_up: not delivered before the next tick)",
             inner.alarm_fires.clone(),
         );
         registry.register(
@@ -211,7 +235,7 @@ impl Metrics {
         InFlight(self.clone())
     }
 
-    pub fn alarm_fire(&self, alarm: &str, outcome: FireOutcome) {
+    pub fn alarm_fire(&self, alarm: &str, outcome: TickOutcome) {
         self.0
             .alarm_fires
             .get_or_create(&AlarmLabels {
@@ -247,6 +271,19 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.0.registry)
             .expect("writing to a String cannot fail");
         text
+    }
+}
+
+#[cfg(test)]
+impl Metrics {
+    /// The value of `series` (without the `mqtt_whisk_` prefix, labels as encoded), or 0
+    /// when it has not been counted.
+    pub fn sample(&self, series: &str) -> f64 {
+        let series = format!("mqtt_whisk_{series} ");
+        self.encode()
+            .lines()
+            .find_map(|line| line.strip_prefix(&series))
+            .map_or(0.0, |value| value.parse().unwrap())
     }
 }
 

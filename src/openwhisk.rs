@@ -1,6 +1,13 @@
-//! The OpenWhisk side: a reqwest client that fires triggers and sorts every answer into
-//! the few [`Verdict`]s the delivery rules of SPEC section 4 care about.
+//! The OpenWhisk side: the [`Sink`] that fires go to, a reqwest client that fires
+//! triggers and sorts every answer into the few [`Verdict`]s the delivery rules of SPEC
+//! section 4 care about, and the dry run's stand-in for it.
 
+mod dry_run;
+#[cfg(test)]
+pub(crate) mod scripted;
+
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -10,16 +17,60 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_
 use secrecy::ExposeSecret;
 use url::Url;
 
-use crate::config::OpenWhiskConfig;
+use crate::config::{ApiKey, OpenWhiskConfig};
 
-/// Fires triggers of one namespace; cheap to clone (the connection pool is shared).
-#[derive(Clone)]
+pub use dry_run::DryRun;
+
+/// Where fires go: OpenWhisk, or the log of a dry run. The delivery rules are the same
+/// for both, so only the sink knows which it is.
+pub trait Sink: Send + Sync {
+    /// Sends one fire. Never fails: no answer (refused, reset, timed out) is an answer too.
+    fn fire<'a>(&'a self, target: &'a Target, body: Bytes) -> Pending<'a, Answer>;
+
+    /// The check at start that `target`'s key works and its trigger exists; `None` when
+    /// the sink sends nowhere, so there is nothing to check.
+    fn check_trigger<'a>(&'a self, target: &'a Target) -> Pending<'a, Option<Answer>>;
+}
+
+/// What a [`Sink`] answers with, boxed so that the sink can be chosen at start.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Fires any [`Target`] at `OW_API_HOST`, over one connection pool.
 pub struct OpenWhiskClient {
     http: reqwest::Client,
     base: Url,
-    namespace: String,
-    /// `Basic base64(uuid:key)`, built once and marked sensitive so it is never logged.
-    authorization: HeaderValue,
+}
+
+/// One trigger and the key it is fired with: what a fire needs besides its body. The
+/// message fires and each alarm have their own, so that many triggers, namespaces and
+/// keys are data, not special cases. The API host is the client's: one OpenWhisk per
+/// data center.
+#[derive(Clone)]
+pub struct Target {
+    /// As configured; `_` is the key's own namespace. 429 pauses are per namespace.
+    pub namespace: Arc<str>,
+    pub trigger: Arc<str>,
+    /// `Basic base64(uuid:key)`, built once and marked sensitive so it is never logged;
+    /// `None` only in a dry run without `OW_AUTH`.
+    authorization: Option<HeaderValue>,
+}
+
+impl Target {
+    pub fn new(key: Option<&ApiKey>, namespace: &str, trigger: &str) -> Target {
+        let authorization = key.map(|key| {
+            let credentials = format!("{}:{}", key.uuid, key.key.expose_secret());
+            let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+            let mut value = HeaderValue::try_from(format!("Basic {encoded}"))
+                .expect("base64 is a valid header value");
+            value.set_sensitive(true);
+            value
+        });
+        Target {
+            namespace: namespace.into(),
+            trigger: trigger.into(),
+            authorization,
+        }
+    }
 }
 
 /// What one request came back with.
@@ -47,7 +98,7 @@ pub enum Verdict {
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub verdict: Verdict,
-    /// `None` when no HTTP answer came (refused, reset, timed out).
+    /// `None` when no HTTP answer came (refused, reset, timed out; a dry run sends none).
     pub status: Option<StatusCode>,
     /// OpenWhisk's `error` text, a snippet of another body, or the connection error.
     pub detail: String,
@@ -67,20 +118,14 @@ impl OpenWhiskClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("mqtt-whisk-provider/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let credentials = format!("{}:{}", config.auth.uuid, config.auth.key.expose_secret());
-        let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
-        let mut authorization = HeaderValue::try_from(format!("Basic {encoded}"))?;
-        authorization.set_sensitive(true);
         Ok(OpenWhiskClient {
             http,
             base: config.api_host.clone(),
-            namespace: config.namespace.clone(),
-            authorization,
         })
     }
 
     /// `{api}/api/v1/namespaces/{ns}/triggers/{name}`, each segment percent-encoded.
-    pub fn trigger_url(&self, trigger: &str) -> Url {
+    fn trigger_url(&self, target: &Target) -> Url {
         let mut url = self.base.clone();
         url.path_segments_mut()
             .expect("http(s) URLs have a path")
@@ -89,35 +134,44 @@ impl OpenWhiskClient {
                 "api",
                 "v1",
                 "namespaces",
-                &self.namespace,
+                &target.namespace,
                 "triggers",
-                trigger,
+                &target.trigger,
             ]);
         url
     }
 
-    /// POSTs one fire. Never fails: a transport error is a [`Verdict::Transient`] answer.
-    pub async fn fire(&self, url: &Url, body: Bytes) -> Answer {
+    /// `request` with the target's key, if it has one.
+    fn authorized(request: reqwest::RequestBuilder, target: &Target) -> reqwest::RequestBuilder {
+        match &target.authorization {
+            Some(authorization) => request.header(AUTHORIZATION, authorization.clone()),
+            None => request,
+        }
+    }
+}
+
+impl Sink for OpenWhiskClient {
+    /// POSTs the fire; a transport error is a [`Verdict::Transient`] answer.
+    fn fire<'a>(&'a self, target: &'a Target, body: Bytes) -> Pending<'a, Answer> {
         let request = self
             .http
-            .post(url.clone())
-            .header(AUTHORIZATION, self.authorization.clone())
+            .post(self.trigger_url(target))
             .header(CONTENT_TYPE, "application/json")
             .body(body);
-        answer(request.send().await).await
+        let request = Self::authorized(request, target);
+        Box::pin(async move { answer(request.send().await).await })
     }
 
     /// GETs the trigger: the cheap check that the key works and the trigger exists.
-    pub async fn check_trigger(&self, url: &Url) -> Answer {
-        let request = self
-            .http
-            .get(url.clone())
-            .header(AUTHORIZATION, self.authorization.clone());
-        let mut answer = answer(request.send().await).await;
-        if answer.status == Some(StatusCode::OK) {
-            answer.verdict = Verdict::Accepted;
-        }
-        answer
+    fn check_trigger<'a>(&'a self, target: &'a Target) -> Pending<'a, Option<Answer>> {
+        let request = Self::authorized(self.http.get(self.trigger_url(target)), target);
+        Box::pin(async move {
+            let mut answer = answer(request.send().await).await;
+            if answer.status == Some(StatusCode::OK) {
+                answer.verdict = Verdict::Accepted;
+            }
+            Some(answer)
+        })
     }
 }
 
@@ -230,17 +284,13 @@ fn transport_error(error: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ApiKey;
 
-    fn client(api_host: &str, namespace: &str) -> OpenWhiskClient {
+    fn client(api_host: &str) -> OpenWhiskClient {
         OpenWhiskClient::new(
             &OpenWhiskConfig {
                 api_host: Url::parse(api_host).unwrap(),
-                auth: ApiKey {
-                    uuid: "u".into(),
-                    key: "k".to_owned().into(),
-                },
-                namespace: namespace.into(),
+                auth: key(),
+                namespace: "_".into(),
                 insecure: false,
             },
             Duration::from_secs(1),
@@ -248,18 +298,36 @@ mod tests {
         .unwrap()
     }
 
+    fn key() -> ApiKey {
+        ApiKey {
+            uuid: "u".into(),
+            key: "k".to_owned().into(),
+        }
+    }
+
     #[test]
     fn trigger_url_percent_encodes_namespace_and_name() {
-        let url = client("https://ow.example:31001/", "guest@dc 1").trigger_url("my trigger&x");
+        let target = Target::new(Some(&key()), "guest@dc 1", "my trigger&x");
+        let url = client("https://ow.example:31001/").trigger_url(&target);
         assert_eq!(
             url.as_str(),
             "https://ow.example:31001/api/v1/namespaces/guest@dc%201/triggers/my%20trigger&x"
         );
-        let url = client("http://ow.example/prefix", "_").trigger_url("t");
+        let url = client("http://ow.example/prefix").trigger_url(&Target::new(None, "_", "t"));
         assert_eq!(
             url.as_str(),
             "http://ow.example/prefix/api/v1/namespaces/_/triggers/t"
         );
+    }
+
+    #[test]
+    fn a_targets_key_is_basic_auth_and_never_shown() {
+        let target = Target::new(Some(&key()), "_", "t");
+        let authorization = target.authorization.unwrap();
+        // base64("u:k")
+        assert_eq!(authorization, "Basic dTpr");
+        assert!(authorization.is_sensitive());
+        assert!(!format!("{authorization:?}").contains("dTpr"));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The namespace-wide pause after a 429. OpenWhisk counts fires per namespace in fixed
-//! wall-clock minutes, so once one fire is throttled every other fire would be too: they
-//! all wait for the next minute instead of each hammering the controller with retries.
+//! wall-clock minutes, so once one fire is throttled every other fire to that namespace
+//! would be too: they all wait for the next minute instead of each hammering the
+//! controller with retries. Fires to other namespaces go on: each has its own pause.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,6 +13,18 @@ use tokio::time::Instant;
 /// Shortest pause for a `Retry-After`: a `Retry-After: 0` on every 429 must not turn the
 /// waiting fires into a busy loop (it made 40,000 requests in 10 s for 45 messages).
 const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The pause of each namespace fired so far, created on its first fire.
+#[derive(Default)]
+pub struct Pauses(Mutex<HashMap<Arc<str>, NamespacePause>>);
+
+impl Pauses {
+    /// The pause shared by every fire to `namespace` (as named: `_` is one namespace).
+    pub fn of(&self, namespace: &Arc<str>) -> NamespacePause {
+        let mut pauses = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        pauses.entry(namespace.clone()).or_default().clone()
+    }
+}
 
 /// Shared by every fire to one namespace; cheap to clone.
 #[derive(Clone, Default)]
@@ -88,6 +102,29 @@ mod tests {
             waiter.await.unwrap();
         }
         assert!(start.elapsed() >= Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_namespace_never_pauses_another() {
+        let pauses = Pauses::default();
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let start = Instant::now();
+        assert!(pauses.of(&a).pause(Some(Duration::from_secs(30))));
+        pauses.of(&b).wait().await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "b is not paused");
+        assert!(
+            pauses.of(&b).pause(Some(Duration::from_secs(5))),
+            "b's own 429 starts b's own pause"
+        );
+        pauses.of(&b).wait().await;
+        let b_paused = start.elapsed();
+        assert!(b_paused < Duration::from_secs(7), "b waited {b_paused:?}");
+        assert!(
+            !pauses.of(&a).pause(Some(Duration::from_secs(5))),
+            "a is still in the pause it began: every fire to a shares it"
+        );
+        pauses.of(&a).wait().await;
+        assert!(start.elapsed() >= Duration::from_secs(30));
     }
 
     #[tokio::test(start_paused = true)]

@@ -413,3 +413,154 @@ mod tests {
         );
     }
 }
+
+/// Properties of the schedule over arbitrary expressions, zones and instants.
+#[cfg(test)]
+mod properties {
+    use std::collections::BTreeMap;
+
+    use chrono::{NaiveDate, NaiveTime, TimeDelta, Timelike};
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A second, minute or hour field naming fixed values: a number, a list or a range.
+    fn fixed(max: u32) -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0..=max).prop_map(|n| n.to_string()),
+            vec(0..=max, 2..4).prop_map(|values| {
+                let values: Vec<_> = values.iter().map(u32::to_string).collect();
+                values.join(",")
+            }),
+            (0..=max, 0..=max).prop_map(|(a, b)| format!("{}-{}", a.min(b), a.max(b))),
+        ]
+    }
+
+    /// A second, minute or hour field that repeats: `*`, a step, or a stepped range.
+    fn repeating(max: u32) -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("*".to_owned()),
+            (1..=max).prop_map(|step| format!("*/{step}")),
+            (0..=max, 1..=max).prop_map(move |(from, step)| format!("{from}-{max}/{step}")),
+        ]
+    }
+
+    fn time_field(max: u32) -> impl Strategy<Value = String> {
+        prop_oneof![fixed(max), repeating(max)]
+    }
+
+    /// Six fields, the day fields such that some day always matches.
+    fn expression() -> impl Strategy<Value = String> {
+        let day_of_month = prop_oneof![
+            Just("*".to_owned()),
+            (1..=28u32).prop_map(|d| d.to_string()),
+            (1..=28u32, 1..=28u32).prop_map(|(a, b)| format!("{}-{}", a.min(b), a.max(b))),
+            Just("L".to_owned()),
+        ];
+        let month = prop_oneof![
+            Just("*".to_owned()),
+            (1..=12u32).prop_map(|m| m.to_string()),
+            Just("3-10".to_owned()),
+        ];
+        let day_of_week = prop_oneof![
+            Just("*".to_owned()),
+            (0..=6u32).prop_map(|d| d.to_string()),
+            Just("1-5".to_owned()),
+            Just("SAT,SUN".to_owned()),
+        ];
+        (
+            time_field(59),
+            time_field(59),
+            time_field(23),
+            day_of_month,
+            month,
+            day_of_week,
+        )
+            .prop_map(|(s, m, h, dom, mon, dow)| format!("{s} {m} {h} {dom} {mon} {dow}"))
+    }
+
+    fn zone() -> impl Strategy<Value = Tz> {
+        proptest::sample::select(&chrono_tz::TZ_VARIANTS[..])
+    }
+
+    /// From 1970 to 2100, to the nanosecond.
+    fn instant() -> impl Strategy<Value = DateTime<Utc>> {
+        (0..4_102_444_800i64, 0..1_000_000_000u32)
+            .prop_map(|(secs, nanos)| DateTime::from_timestamp(secs, nanos).unwrap())
+    }
+
+    proptest! {
+        #[test]
+        fn each_tick_is_the_first_strictly_after_its_instant_and_ticks_increase(
+            expression in expression(),
+            zone in zone(),
+            from in instant(),
+            between in vec(0.0..1.0f64, 6),
+        ) {
+            let schedule = Schedule::parse(&expression, zone).expect("a valid expression");
+            let mut at = from;
+            for fraction in between {
+                let next = schedule.next_after(at).expect("a tick before the year 5000");
+                prop_assert!(next > at, "{} after {}", next, at);
+                prop_assert_eq!(next.timestamp_subsec_nanos(), 0, "whole seconds");
+                // Nothing fires in between: from any instant up to it, the next is `next`.
+                let span = (next - at).num_milliseconds() as f64;
+                let inside = at + TimeDelta::milliseconds((span * fraction) as i64);
+                prop_assert_eq!(schedule.next_after(inside), Some(next), "from {}", inside);
+                at = next;
+            }
+        }
+
+        #[test]
+        fn a_daily_time_fires_exactly_once_on_every_calendar_day_of_its_zone(
+            (second, minute, hour) in (0..60u32, 0..60u32, 0..24u32),
+            zone in zone(),
+            first_day in (0..47_000i64).prop_map(|d| NaiveDate::default() + TimeDelta::days(d)),
+        ) {
+            let expression = format!("{second} {minute} {hour} * * *");
+            let schedule = Schedule::parse(&expression, zone).unwrap();
+            // A year of days, from before the first begins (no zone is 15 h off UTC).
+            let days = 370;
+            let start = first_day.and_hms_opt(0, 0, 0).unwrap().and_utc() - TimeDelta::hours(15);
+            let end = start + TimeDelta::days(days + 2);
+            let mut per_day = BTreeMap::new();
+            let mut at = start;
+            while let Some(tick) = schedule.next_after(at).filter(|t| *t < end) {
+                *per_day.entry(tick.with_timezone(&zone).date_naive()).or_insert(0) += 1;
+                at = tick;
+            }
+            let time = NaiveTime::from_hms_opt(hour, minute, second).unwrap();
+            for day in first_day.iter_days().take(days as usize) {
+                let fires = per_day.get(&day).copied().unwrap_or(0);
+                // The exception: a time in a spring-forward gap that ends on a later day
+                // (America/Nuuk's clock jumps from 23:00 to 00:00 since 2024; Samoa skipped
+                // 2011-12-30 whole) fires at the gap's end, on the next day, besides that
+                // day's own: the day gets none, the next two.
+                let moved = |day: NaiveDate| moved_to_a_later_day(zone, day.and_time(time));
+                prop_assert!(
+                    fires == 1
+                        || (fires == 0 && moved(day))
+                        || (fires == 2 && day.pred_opt().is_some_and(moved)),
+                    "{} in {}: {} fires on {}", expression, zone, fires, day
+                );
+            }
+        }
+    }
+
+    /// Whether `wall` never shows on `zone`'s clock, and the first time after it that
+    /// does is on a later day.
+    fn moved_to_a_later_day(zone: Tz, wall: NaiveDateTime) -> bool {
+        let shows =
+            |wall: &NaiveDateTime| !matches!(zone.from_local_datetime(wall), LocalResult::None);
+        if shows(&wall) {
+            return false;
+        }
+        // Gaps start and end on whole minutes and last less than two days.
+        let first_shown = (1..3 * 24 * 60)
+            .map(|minutes| wall.with_second(0).unwrap() + TimeDelta::minutes(minutes))
+            .find(shows)
+            .expect("a gap ends");
+        first_shown.date() > wall.date()
+    }
+}

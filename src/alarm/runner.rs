@@ -17,25 +17,30 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use url::Url;
 
 use super::{Alarm, Schedule, alarm_body, rfc3339};
 use crate::delivery::{Delivered, Deliverer, Fire};
-use crate::metrics::{FireKind, FireOutcome};
+use crate::metrics::{FireKind, TickOutcome};
+use crate::openwhisk::Target;
 
 /// Longest single sleep. Timers run on the monotonic clock, which ignores steps of the
 /// wall clock and (on Linux) stands still while the machine is suspended; waking at
 /// least once a minute bounds how late a tick fires after either.
 const MAX_NAP: Duration = Duration::from_secs(60);
 
-/// Runs `alarm` until `stop` is cancelled, firing its trigger at `url` on every tick.
+/// Runs `alarm` until `stop` is cancelled, firing `target` on every tick.
 /// Fires still in flight at `stop` are abandoned (an alarm tick has nothing to keep it
 /// across a restart); the function returns once they have ended.
-pub async fn run_alarm(alarm: Alarm, deliverer: Arc<Deliverer>, url: Url, stop: CancellationToken) {
+pub async fn run_alarm(
+    alarm: Alarm,
+    deliverer: Arc<Deliverer>,
+    target: Target,
+    stop: CancellationToken,
+) {
     let fires = AlarmFires {
         alarm,
         deliverer,
-        url,
+        target,
         stop,
     };
     run_with_clock(Arc::new(fires), Utc::now).await;
@@ -45,7 +50,7 @@ pub async fn run_alarm(alarm: Alarm, deliverer: Arc<Deliverer>, url: Url, stop: 
 struct AlarmFires {
     alarm: Alarm,
     deliverer: Arc<Deliverer>,
-    url: Url,
+    target: Target,
     stop: CancellationToken,
 }
 
@@ -101,7 +106,7 @@ async fn run_with_clock(shared: Arc<AlarmFires>, clock: impl Fn() -> DateTime<Ut
 }
 
 impl AlarmFires {
-    /// Delivers the tick `scheduled_at`, retrying until `deadline`, and counts the result.
+    /// Delivers the tick `scheduled_at`, retrying until `deadline`, and reports the result.
     async fn fire(
         self: Arc<Self>,
         scheduled_at: DateTime<Utc>,
@@ -109,15 +114,13 @@ impl AlarmFires {
         deadline: Option<Instant>,
     ) {
         let alarm = &self.alarm;
-        let metrics = &self.deliverer.metrics;
-        let _in_flight = metrics.in_flight();
         let fire = Fire {
             kind: FireKind::Alarm,
-            trigger: &alarm.trigger,
-            url: &self.url,
+            target: &self.target,
             body: alarm_body(alarm, scheduled_at),
             subject: &alarm.name,
             messages: 0,
+            payload_bytes: 0,
             deadline,
         };
         let scheduled_at = rfc3339(scheduled_at);
@@ -134,38 +137,15 @@ impl AlarmFires {
             }
         };
         let outcome = match delivered {
-            Delivered::Accepted => FireOutcome::Accepted,
-            Delivered::NoActiveRule => FireOutcome::NoActiveRule,
-            Delivered::Rejected => {
-                tracing::error!(
-                    alarm = alarm.name,
-                    trigger = alarm.trigger,
-                    scheduled_at,
-                    "alarm tick rejected by OpenWhisk; it is not retried"
-                );
-                FireOutcome::Rejected
-            }
+            Delivered::Accepted => TickOutcome::Accepted,
+            Delivered::NoActiveRule => TickOutcome::NoActiveRule,
+            Delivered::Rejected => TickOutcome::Rejected,
             Delivered::TooLarge => unreachable!("only a fire of several messages is split"),
-            Delivered::GaveUp => {
-                tracing::error!(
-                    alarm = alarm.name,
-                    trigger = alarm.trigger,
-                    scheduled_at,
-                    "alarm tick not delivered before the next tick"
-                );
-                FireOutcome::Retried
-            }
+            Delivered::GaveUp => TickOutcome::GaveUp,
         };
-        if matches!(outcome, FireOutcome::Accepted | FireOutcome::NoActiveRule) {
-            tracing::info!(
-                alarm = alarm.name,
-                trigger = alarm.trigger,
-                scheduled_at,
-                next_fire,
-                "alarm fired"
-            );
-        }
-        metrics.alarm_fire(&alarm.name, outcome);
+        self.deliverer
+            .events
+            .alarm_tick(alarm, &scheduled_at, next_fire.as_deref(), outcome);
     }
 }
 
@@ -224,10 +204,12 @@ mod tests {
     use chrono_tz::Tz;
 
     use super::*;
-    use crate::delivery::Sink;
+    use crate::delivery::events::Events;
     use crate::health::Health;
     use crate::metrics::Metrics;
-    use crate::pause::NamespacePause;
+    use crate::openwhisk::scripted::{self, Scripted};
+    use crate::openwhisk::{DryRun, Sink};
+    use crate::pause::Pauses;
 
     fn utc(text: &str) -> DateTime<Utc> {
         text.parse().unwrap()
@@ -244,24 +226,27 @@ mod tests {
         }
     }
 
-    /// A dry-run deliverer: accepts every fire at once (or rejects it as too large).
-    fn deliverer(max_payload_bytes: usize) -> Arc<Deliverer> {
-        Arc::new(Deliverer {
-            sink: Sink::DryRun,
-            pause: NamespacePause::default(),
-            health: Health::default(),
-            metrics: Metrics::default(),
+    /// A deliverer over `sink`, and the metrics it counts in.
+    fn deliverer(sink: Arc<dyn Sink>, max_payload_bytes: usize) -> (Arc<Deliverer>, Metrics) {
+        let metrics = Metrics::default();
+        let deliverer = Deliverer {
+            sink,
+            pauses: Pauses::default(),
+            events: Events::new(Health::default(), metrics.clone()),
             max_payload_bytes,
-        })
+        };
+        (Arc::new(deliverer), metrics)
     }
 
-    fn alarm_fires(metrics: &Metrics, outcome: &str) -> u64 {
-        let label = format!("alarm_fires_total{{alarm=\"default\",outcome=\"{outcome}\"}}");
-        metrics
-            .encode()
-            .lines()
-            .find(|line| line.contains(&label))
-            .map_or(0, |line| line.rsplit(' ').next().unwrap().parse().unwrap())
+    /// A deliverer that accepts every fire at once (or rejects it as too large).
+    fn dry_run(max_payload_bytes: usize) -> (Arc<Deliverer>, Metrics) {
+        deliverer(Arc::new(DryRun), max_payload_bytes)
+    }
+
+    fn alarm_fires(metrics: &Metrics, outcome: &str) -> f64 {
+        metrics.sample(&format!(
+            "alarm_fires_total{{alarm=\"default\",outcome=\"{outcome}\"}}"
+        ))
     }
 
     /// A wall clock that follows tokio's (paused) time from `start`, plus a step that the
@@ -292,7 +277,7 @@ mod tests {
         let fires = AlarmFires {
             alarm: alarm(cron),
             deliverer: deliverer.clone(),
-            url: Url::parse("http://dry-run.invalid/").unwrap(),
+            target: Target::new(None, "_", "aggregatesTrigger"),
             stop: stop.clone(),
         };
         let task = tokio::spawn(run_with_clock(Arc::new(fires), clock));
@@ -305,50 +290,50 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_every_second_alarm_fires_once_per_tick() {
-        let deliverer = deliverer(1 << 20);
+        let (deliverer, metrics) = dry_run(1 << 20);
         let (clock, _) = clock("2026-05-01T12:00:00.500Z");
         let (stop, task) = start("* * * * * *", &deliverer, clock);
         // Ticks at 0.5 s, 1.5 s, ... 4.5 s of the test's time.
         advance(5_000).await;
         stop.cancel();
         task.await.unwrap();
-        assert_eq!(alarm_fires(&deliverer.metrics, "accepted"), 5);
+        assert_eq!(alarm_fires(&metrics, "accepted"), 5.0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_clock_stepped_forward_fires_only_the_latest_due_tick() {
-        let deliverer = deliverer(1 << 20);
+        let (deliverer, metrics) = dry_run(1 << 20);
         let (clock, step) = clock("2026-05-01T12:00:00.500Z");
         let (stop, task) = start("* * * * * *", &deliverer, clock);
         advance(3_000).await;
-        assert_eq!(alarm_fires(&deliverer.metrics, "accepted"), 3);
+        assert_eq!(alarm_fires(&metrics, "accepted"), 3.0);
         // An hour of ticks is skipped over: at 3.5 s only 13:00:04 fires, then 13:00:05.
         step.store(3600, Ordering::SeqCst);
         advance(2_000).await;
-        assert_eq!(alarm_fires(&deliverer.metrics, "accepted"), 5);
+        assert_eq!(alarm_fires(&metrics, "accepted"), 5.0);
         stop.cancel();
         task.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_clock_stepped_back_never_repeats_a_tick() {
-        let deliverer = deliverer(1 << 20);
+        let (deliverer, metrics) = dry_run(1 << 20);
         let (clock, step) = clock("2026-05-01T12:00:00.500Z");
         let (stop, task) = start("* * * * * *", &deliverer, clock);
         advance(3_000).await;
         step.store(-60, Ordering::SeqCst);
         // The clock reads 11:59:03 again; the next tick is still 12:00:04.
         advance(30_000).await;
-        assert_eq!(alarm_fires(&deliverer.metrics, "accepted"), 3);
+        assert_eq!(alarm_fires(&metrics, "accepted"), 3.0);
         advance(31_000).await;
-        assert_eq!(alarm_fires(&deliverer.metrics, "accepted"), 4);
+        assert_eq!(alarm_fires(&metrics, "accepted"), 4.0);
         stop.cancel();
         task.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
     async fn stop_ends_the_runner_at_once() {
-        let deliverer = deliverer(1 << 20);
+        let (deliverer, metrics) = dry_run(1 << 20);
         let (clock, _) = clock("2026-05-01T12:00:00Z");
         let (stop, task) = start("0 3 * * *", &deliverer, clock);
         advance(1_000).await;
@@ -357,18 +342,33 @@ mod tests {
             .await
             .expect("the runner stops without waiting for its next tick")
             .unwrap();
-        assert_eq!(alarm_fires(&deliverer.metrics, "accepted"), 0);
+        assert_eq!(alarm_fires(&metrics, "accepted"), 0.0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_fire_openwhisk_can_never_accept_counts_as_rejected() {
-        let deliverer = deliverer(10);
+        let (deliverer, metrics) = dry_run(10);
         let (clock, _) = clock("2026-05-01T12:00:00.500Z");
         let (stop, task) = start("* * * * * *", &deliverer, clock);
         advance(2_000).await;
         stop.cancel();
         task.await.unwrap();
-        assert_eq!(alarm_fires(&deliverer.metrics, "rejected"), 2);
+        assert_eq!(alarm_fires(&metrics, "rejected"), 2.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tick_not_delivered_before_the_next_counts_as_gave_up_and_its_retries_as_retried() {
+        let (deliverer, metrics) = deliverer(Scripted::new(|_| scripted::status(503)), 1 << 20);
+        let (clock, _) = clock("2026-05-01T12:00:00.500Z");
+        let (stop, task) = start("* * * * * *", &deliverer, clock);
+        // Ticks at 0.5 s and 1.5 s of the test's time; the first gives up at 1.5 s.
+        advance(2_000).await;
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(alarm_fires(&metrics, "gave_up"), 1.0);
+        assert_eq!(alarm_fires(&metrics, "accepted"), 0.0);
+        let retried = metrics.sample(r#"fires_total{kind="alarm",outcome="retried",status="503"}"#);
+        assert!(retried >= 2.0, "each attempt of both ticks: {retried}");
     }
 
     #[test]

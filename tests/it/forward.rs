@@ -215,6 +215,10 @@ async fn messages_that_can_never_be_accepted_are_logged_counted_acked_and_the_st
         assert!(logs.contains(topic), "no log names {topic}");
     }
     assert!(logs.contains("\"size\":2500"), "the log gives the size");
+    assert!(
+        logs.contains("\"payload_bytes\":2500000"),
+        "and the reading's own size next to it"
+    );
 
     // Acknowledged: a restart with the same session brings none of them back.
     drop(provider);
