@@ -11,7 +11,7 @@ use super::raw::RawEnv;
 use super::{Problems, json_object};
 
 /// Keys every message fire sets itself; `FIRE_PARAMS` may not override them.
-pub(super) const MESSAGE_KEYS: &[&str] = &[
+pub(crate) const MESSAGE_KEYS: &[&str] = &[
     "type",
     "topic",
     "body",

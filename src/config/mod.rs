@@ -22,6 +22,8 @@ use std::time::Duration;
 pub use alarms::Alarm;
 pub use check::render_check;
 pub use fire::FireConfig;
+#[cfg(test)]
+pub(crate) use fire::MESSAGE_KEYS;
 pub use mqtt::{Credentials, MqttConfig, MqttTls};
 pub use openwhisk::{ApiKey, OpenWhiskConfig};
 pub use problems::{ConfigError, Problem};

@@ -28,11 +28,17 @@ impl Sink for DryRun {
     }
 }
 
-/// The fire's body as the log shows it.
+/// The fire's body as the log shows it: credential-like values of `FIRE_PARAMS` and
+/// alarm payloads masked, as `--check` masks them.
 fn loggable_body(body: &[u8]) -> String {
-    // TODO(merge): redact with crate::redact::redact_credentials (parse the body as a
-    // serde_json::Value, redact it, log its text), so FIRE_PARAMS secrets stay out of logs.
-    String::from_utf8_lossy(body).into_owned()
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(mut value) => {
+            crate::redact::redact_credentials(&mut value);
+            value.to_string()
+        }
+        // Every body is rendered as JSON; this only guards the log against a bug.
+        Err(_) => format!("<{} bytes, not JSON>", body.len()),
+    }
 }
 
 #[cfg(test)]
@@ -46,5 +52,15 @@ mod tests {
         assert_eq!(answer.verdict, Verdict::Accepted);
         assert_eq!(answer.status, None, "nothing answered: nothing was sent");
         assert!(DryRun.check_trigger(&target).await.is_none());
+    }
+
+    #[test]
+    fn the_logged_body_masks_credential_like_values() {
+        let logged = loggable_body(br#"{"topic":"t","influx_token":"S3CRET","dc":"dc1"}"#);
+        assert!(!logged.contains("S3CRET"), "{logged}");
+        assert!(
+            logged.contains("dc1") && logged.contains("influx_token"),
+            "{logged}"
+        );
     }
 }
