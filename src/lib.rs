@@ -14,21 +14,24 @@
 //!   [`schedule`]: cron expression + zone -> fire times (with the DST rule).
 //! - [`health`], [`metrics`], [`http`]: what operators see; [`telemetry`]: logging;
 //!   [`redact`]: credential-like values masked wherever JSON is shown to people.
+//!
+//! Only what `main.rs` uses is public: [`app`], [`cli`], [`config`], [`shutdown`],
+//! [`telemetry`]; the rest is `pub(crate)`.
 
-pub mod alarm;
+pub(crate) mod alarm;
 pub mod app;
 pub mod cli;
 pub mod config;
-pub mod delivery;
-pub mod fire_body;
-pub mod forward;
-pub mod health;
-pub mod http;
-pub mod metrics;
-pub mod mqtt;
-pub mod openwhisk;
-pub mod pause;
-pub mod redact;
-pub mod schedule;
+pub(crate) mod delivery;
+pub(crate) mod fire_body;
+pub(crate) mod forward;
+pub(crate) mod health;
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod mqtt;
+pub(crate) mod openwhisk;
+pub(crate) mod pause;
+pub(crate) mod redact;
+pub(crate) mod schedule;
 pub mod shutdown;
 pub mod telemetry;
