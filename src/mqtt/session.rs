@@ -37,14 +37,27 @@ pub(super) struct Ack {
     fingerprint: u64,
 }
 
+/// An ack as written, and on which connection of the session.
+#[derive(Clone, Copy)]
+struct Written {
+    ack: Ack,
+    connection: u64,
+}
+
 /// What the source should do with a publish.
 pub(super) enum Receipt {
     /// Forward it.
     New(Message),
     /// A copy of a message that is still being fired: its first copy's ack covers both.
     InPipeline,
-    /// A copy of a message already accepted, whose ack the connection lost: acked again.
-    AlreadyAccepted,
+    /// A copy of a message acked on this connection, sent before the broker read the ack
+    /// (nats-server resends after its `ack_wait` on the same connection). The broker
+    /// has the ack and may already have given the packet id to another message, so
+    /// acking the copy would ack that one: it is left alone.
+    Acked,
+    /// A copy of a message acked on an earlier connection, whose ack was lost with it:
+    /// acked again, without a fire.
+    AckLost,
 }
 
 /// The session state shared by the source and the fire tasks.
@@ -63,7 +76,9 @@ struct State {
     /// Packet ids of this session's messages that are forwarded and not yet acked.
     in_pipeline: PacketIds,
     /// The last acks written, oldest first.
-    written: VecDeque<Ack>,
+    written: VecDeque<Written>,
+    /// Connections made so far, this one included.
+    connection: u64,
 }
 
 impl Session {
@@ -73,13 +88,17 @@ impl Session {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The broker started a new session: every packet id received so far is void.
-    pub fn start_new(&self) {
+    /// A connection was made. Unless it resumed the session, every packet id received
+    /// so far is void.
+    pub fn connected(&self, session_present: bool) {
         let mut state = self.lock();
-        state.epoch += 1;
-        state.queued.clear();
-        state.in_pipeline.clear();
-        state.written.clear();
+        state.connection += 1;
+        if !session_present {
+            state.epoch += 1;
+            state.queued.clear();
+            state.in_pipeline.clear();
+            state.written.clear();
+        }
     }
 
     /// Sorts a publish of the current session; `seq` numbers the new ones.
@@ -90,14 +109,20 @@ impl Session {
                 return Receipt::InPipeline;
             }
             if publish.dup {
-                let fingerprint = fingerprint(&publish);
-                let acked = |ack: &Ack| ack.pkid == publish.pkid && ack.fingerprint == fingerprint;
-                if state.written.iter().any(acked) {
-                    state.queued.push(Ack {
-                        pkid: publish.pkid,
-                        fingerprint,
-                    });
-                    return Receipt::AlreadyAccepted;
+                let ack = Ack {
+                    pkid: publish.pkid,
+                    fingerprint: fingerprint(&publish),
+                };
+                let written = state.written.iter().rev().find(|written| {
+                    written.ack.pkid == ack.pkid && written.ack.fingerprint == ack.fingerprint
+                });
+                match written.map(|written| written.connection) {
+                    Some(on) if on == state.connection => return Receipt::Acked,
+                    Some(_) => {
+                        state.queued.push(ack);
+                        return Receipt::AckLost;
+                    }
+                    None => {}
                 }
             }
             state.in_pipeline.insert(publish.pkid);
@@ -136,7 +161,9 @@ impl Session {
     /// Remembers acks just written, so that a redelivery after a lost ack is recognised.
     pub fn remember_written(&self, acks: &[Ack]) {
         let mut state = self.lock();
-        state.written.extend(acks.iter().copied());
+        let connection = state.connection;
+        let written = acks.iter().map(|&ack| Written { ack, connection });
+        state.written.extend(written);
         let excess = state.written.len().saturating_sub(REMEMBERED_ACKS);
         state.written.drain(..excess);
     }
@@ -204,7 +231,7 @@ mod tests {
     #[test]
     fn a_copy_of_a_message_in_the_pipeline_is_not_forwarded_again() {
         let (session, mut seq) = (Session::default(), 0);
-        session.start_new();
+        session.connected(false);
         let first = new_message(&session, publish(7, "a", false), &mut seq);
         assert!(matches!(
             session.receive(publish(7, "a", true), &mut seq),
@@ -218,14 +245,14 @@ mod tests {
     #[test]
     fn acks_survive_a_resumed_session_but_not_a_new_one() {
         let (session, mut seq) = (Session::default(), 0);
-        session.start_new();
+        session.connected(false);
         let before = new_message(&session, publish(1, "a", false), &mut seq);
         // A reconnect that resumed the session changes nothing here.
         assert!(session.ack(&before));
         assert_eq!(queued(&session), [1]);
 
         let old = new_message(&session, publish(2, "b", false), &mut seq);
-        session.start_new();
+        session.connected(false);
         let new = new_message(&session, publish(2, "c", false), &mut seq);
         assert!(!session.ack(&old), "packet id 2 names another message now");
         assert!(queued(&session).is_empty());
@@ -233,19 +260,42 @@ mod tests {
         assert_eq!(queued(&session), [2]);
     }
 
-    #[test]
-    fn a_redelivery_after_a_lost_ack_is_acked_again_only_if_it_is_the_same_message() {
-        let (session, mut seq) = (Session::default(), 0);
-        session.start_new();
-        let message = new_message(&session, publish(3, "a", false), &mut seq);
+    /// Receives, acks and writes the ack of a message with packet id `pkid`.
+    fn acked(session: &Session, pkid: u16, payload: &str, seq: &mut u64) {
+        let message = new_message(session, publish(pkid, payload, false), seq);
         session.ack(&message);
         let mut written = Vec::new();
         session.take_queued(&mut written);
         session.remember_written(&written);
+    }
+
+    #[test]
+    fn a_copy_of_a_message_acked_on_this_connection_is_neither_fired_nor_acked() {
+        let (session, mut seq) = (Session::default(), 0);
+        session.connected(false);
+        acked(&session, 3, "a", &mut seq);
+        // Sent before the broker read the ack; it may have given 3 to another message.
+        assert!(matches!(
+            session.receive(publish(3, "a", true), &mut seq),
+            Receipt::Acked
+        ));
+        assert!(
+            queued(&session).is_empty(),
+            "acking it would ack another message"
+        );
+    }
+
+    #[test]
+    fn a_redelivery_after_a_lost_ack_is_acked_again_only_if_it_is_the_same_message() {
+        let (session, mut seq) = (Session::default(), 0);
+        session.connected(false);
+        acked(&session, 3, "a", &mut seq);
+        // The connection died with the ack; the session was resumed.
+        session.connected(true);
 
         assert!(matches!(
             session.receive(publish(3, "a", true), &mut seq),
-            Receipt::AlreadyAccepted
+            Receipt::AckLost
         ));
         assert_eq!(queued(&session), [3]);
         // The broker reused packet id 3 for another message.
