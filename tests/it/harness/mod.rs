@@ -4,8 +4,6 @@
 //! Every piece picks its own free port and temporary directory, so tests can run in
 //! parallel, and stops whatever it started when dropped. Tests wait on conditions with a
 //! deadline ([`wait_until`]), never on fixed sleeps.
-// A test binary warns about every helper that some test module does not use (yet).
-#![allow(dead_code)]
 
 mod broker;
 mod daemon;
@@ -15,11 +13,8 @@ mod scripted_broker;
 mod wait;
 
 pub use broker::{Broker, BrokerOptions};
-// Some of these are named by no test yet (only used through type inference).
-#[allow(unused_imports)]
-pub use daemon::{Daemon, Output, http_client, run_to_exit};
+pub use daemon::{Daemon, http_client, run_to_exit};
 pub use fake_openwhisk::{FakeOpenWhisk, Fault, RecordedFire, delivered_sequence_numbers};
 pub use publisher::Publisher;
 pub use scripted_broker::{ScriptedBroker, publish};
-#[allow(unused_imports)]
 pub use wait::{poll_until, unique_id, wait_until, wait_until_async};
