@@ -4,6 +4,7 @@
 use std::io::ErrorKind;
 use std::time::{Duration, SystemTime};
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::RequestBuilder;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::{Value, json};
@@ -544,24 +545,20 @@ async fn next_event<T>(
         .unwrap_or_else(|_| panic!("timed out after {TIMEOUT:?} waiting for {what}"))
 }
 
+/// What a path segment keeps unescaped: RFC 3986's unreserved characters.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// `{api_host}/api/v1/namespaces/{namespace}/triggers/{trigger}`, segments percent-encoded.
 fn trigger_url(ow: &FakeOpenWhisk, namespace: &str, trigger: &str) -> String {
-    let encode = |segment: &str| -> String {
-        segment
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                    char::from(b).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
     format!(
         "{}/api/v1/namespaces/{}/triggers/{}",
         ow.api_host(),
-        encode(namespace),
-        encode(trigger)
+        utf8_percent_encode(namespace, PATH_SEGMENT),
+        utf8_percent_encode(trigger, PATH_SEGMENT)
     )
 }
 
