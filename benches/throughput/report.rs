@@ -53,7 +53,10 @@ pub fn machine() -> String {
     format!(
         "{cpus} CPUs ({model}); {}; {}; load average at start {load}",
         first_line("rustc", "-V"),
-        first_line(&super::broker::mosquitto_binary().to_string_lossy(), "-h"),
+        first_line(
+            &test_support::find_binary("mosquitto").to_string_lossy(),
+            "-h"
+        ),
     )
 }
 

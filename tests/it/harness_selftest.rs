@@ -133,7 +133,7 @@ async fn publisher_knows_when_the_broker_has_a_whole_burst() {
 async fn fake_openwhisk_checks_auth_before_namespace() {
     let ow = FakeOpenWhisk::start().await;
     ow.create_trigger("t", true);
-    let http = http_client();
+    let http = http_client(TIMEOUT);
 
     let (status, headers, body) = answer(http.post(trigger_url(&ow, "_", "t"))).await;
     assert_eq!(status, 401);
@@ -269,7 +269,7 @@ async fn fake_openwhisk_throttles_fires_per_fixed_minute() {
 #[tokio::test]
 async fn fake_openwhisk_manages_triggers_and_namespaces() {
     let ow = FakeOpenWhisk::start().await;
-    let http = http_client();
+    let http = http_client(TIMEOUT);
     for path in ["/ping", "/api/v1"] {
         let response = http
             .get(format!("{}{path}", ow.api_host()))
@@ -312,7 +312,7 @@ async fn fake_openwhisk_manages_triggers_and_namespaces() {
 async fn fake_openwhisk_refuses_connections_while_down() {
     let ow = FakeOpenWhisk::start().await;
     ow.create_trigger("t", true);
-    let keep_alive_client = http_client();
+    let keep_alive_client = http_client(TIMEOUT);
     let post = || with_key(&ow, keep_alive_client.post(trigger_url(&ow, "_", "t")));
     assert_eq!(answer(post()).await.0, 202);
 
@@ -429,7 +429,12 @@ async fn fake_openwhisk_redirects_a_fire_to_a_get_that_answers_200() {
             .contains("301 Moved Permanently")
     );
     // Following it, as a browser would, turns the fire into a GET that succeeds.
-    assert_eq!(answer(with_key(&ow, http_client().get(&url))).await.0, 200);
+    assert_eq!(
+        answer(with_key(&ow, http_client(TIMEOUT).get(&url)))
+            .await
+            .0,
+        200
+    );
     let statuses: Vec<u16> = ow.fires().iter().map(|f| f.status).collect();
     assert_eq!(statuses, [301], "only the POST is a fire");
 }
@@ -570,7 +575,10 @@ fn with_key(ow: &FakeOpenWhisk, request: RequestBuilder) -> RequestBuilder {
 
 /// A fire with the right key, on a fresh client.
 fn fire(ow: &FakeOpenWhisk, namespace: &str, trigger: &str) -> RequestBuilder {
-    with_key(ow, http_client().post(trigger_url(ow, namespace, trigger)))
+    with_key(
+        ow,
+        http_client(TIMEOUT).post(trigger_url(ow, namespace, trigger)),
+    )
 }
 
 /// Status, headers and JSON body (`Null` if not JSON) of the answer.

@@ -78,10 +78,7 @@ impl Scenario {
     /// returns the number of duplicates.
     pub async fn wait_delivered(&self, count: u64, timeout: Duration) -> usize {
         let expected: BTreeSet<u64> = (0..count).collect();
-        let all_there = poll_until(timeout, || {
-            std::future::ready(self.ow.delivered().0.len() as u64 >= count)
-        })
-        .await;
+        let all_there = poll_until(timeout, || self.ow.delivered().0.len() as u64 >= count).await;
         let (seen, duplicates) = self.ow.delivered();
         if !all_there {
             let missing: Vec<u64> = expected.difference(&seen).take(20).copied().collect();

@@ -1,13 +1,13 @@
 //! A real Mosquitto on a free loopback port, with its own config and data directory.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
-
-use super::wait::poll_until;
+use test_support::{
+    find_binary, free_port, guarded_command, poll_until, poll_until_async, port_is_free,
+};
+use tokio::process::Child;
 
 /// How long Mosquitto may take to start listening, or to exit after a signal.
 const START_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,10 +100,7 @@ impl Broker {
         // The port can be held for a moment by someone else (as a client's ephemeral port).
         let port = self.port;
         for _ in 0..10 {
-            let free = poll_until(START_STOP_TIMEOUT, || {
-                std::future::ready(port_is_free(port))
-            })
-            .await;
+            let free = poll_until(START_STOP_TIMEOUT, || port_is_free(port)).await;
             assert!(
                 free,
                 "port {port} stayed taken for {START_STOP_TIMEOUT:?}: mosquitto cannot restart"
@@ -141,18 +138,16 @@ impl Broker {
             .append(true)
             .open(self.dir.path().join("stderr.log"))
             .expect("open mosquitto's stderr.log");
-        let mut child = Command::new(mosquitto_binary())
+        let mut child = guarded_command(find_binary("mosquitto"))
             .arg("-c")
             .arg(&conf)
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
-            .kill_on_drop(true)
             .spawn()
             .expect("spawn mosquitto");
 
         let mut exited = None;
-        let up = poll_until(START_STOP_TIMEOUT, || {
+        let up = poll_until_async(START_STOP_TIMEOUT, || {
             if exited.is_none() {
                 exited = child.try_wait().expect("poll mosquitto");
             }
@@ -224,29 +219,7 @@ impl Broker {
     }
 }
 
-/// A port that was free a moment ago (bind to port 0, read it, release it).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
-fn port_is_free(port: u16) -> bool {
-    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-}
-
 /// Mosquitto's "<time>: mosquitto version 2.0.11 running", logged once its listeners are open.
 fn announces_running(line: &str) -> bool {
     line.contains(": mosquitto version ") && line.ends_with(" running")
-}
-
-/// `mosquitto` from PATH, else the Debian location.
-fn mosquitto_binary() -> PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("mosquitto"))
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| PathBuf::from("/usr/sbin/mosquitto"))
 }

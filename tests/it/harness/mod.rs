@@ -3,18 +3,20 @@
 //!
 //! Every piece picks its own free port and temporary directory, so tests can run in
 //! parallel, and stops whatever it started when dropped. Tests wait on conditions with a
-//! deadline ([`wait_until`]), never on fixed sleeps.
+//! deadline ([`wait_until`]), never on fixed sleeps. What the benchmark needs as well
+//! (child processes, waits, ids, the HTTP client) comes from the `test-support` crate.
 
 mod broker;
 mod daemon;
 mod fake_openwhisk;
 mod publisher;
 mod scripted_broker;
-mod wait;
 
 pub use broker::{Broker, BrokerOptions};
-pub use daemon::{Daemon, http_client, run_to_exit};
+pub use daemon::{Daemon, run_to_exit};
 pub use fake_openwhisk::{FakeOpenWhisk, Fault, RecordedFire, delivered_sequence_numbers};
 pub use publisher::Publisher;
 pub use scripted_broker::{ScriptedBroker, publish};
-pub use wait::{poll_until, unique_id, wait_until, wait_until_async};
+pub use test_support::{
+    RssSampler, http_client, poll_until, rss_bytes, unique_id, wait_until, wait_until_async,
+};

@@ -31,7 +31,7 @@ use self::controller::Limits;
 use self::entities::Triggers;
 use self::records::Records;
 use self::server::Server;
-use super::wait::poll_until;
+use test_support::poll_until;
 
 pub use self::fault::Fault;
 pub use self::records::{RecordedFire, delivered_sequence_numbers};
@@ -176,7 +176,7 @@ impl FakeOpenWhisk {
         let mut listener = None;
         let bound = poll_until(REBIND_TIMEOUT, || {
             listener = std::net::TcpListener::bind(addr).ok();
-            std::future::ready(listener.is_some())
+            listener.is_some()
         })
         .await;
         assert!(
