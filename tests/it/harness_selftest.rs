@@ -6,13 +6,13 @@ use std::time::{Duration, SystemTime};
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::RequestBuilder;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{Event, Outgoing, Packet, QoS};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
 use crate::harness::{
-    Broker, BrokerOptions, Daemon, FakeOpenWhisk, Fault, Publisher, RecordedFire,
-    delivered_sequence_numbers, http_client, unique_id, wait_until,
+    Broker, BrokerOptions, Daemon, FakeOpenWhisk, Fault, MqttBroker, Publisher, RecordedFire,
+    connect_persistent, delivered_sequence_numbers, http_client, next_event, unique_id, wait_until,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,7 +67,7 @@ async fn broker_keeps_a_persistent_sessions_queue_across_a_sigterm_restart() {
     let subscriber_id = unique_id("selftest-sub");
     let topic = format!("selftest/{}", unique_id("queue"));
 
-    let (client, mut event_loop, _) = connect_persistent(&broker, &subscriber_id).await;
+    let (client, mut event_loop, _) = connect_persistent(&broker, &subscriber_id, |_| {}).await;
     client.subscribe(&topic, QoS::AtLeastOnce).await.unwrap();
     next_event(&mut event_loop, "SUBACK", |event| {
         matches!(event, Event::Incoming(Packet::SubAck(_))).then_some(())
@@ -99,7 +99,7 @@ async fn broker_keeps_a_persistent_sessions_queue_across_a_sigterm_restart() {
     broker.restart().await;
 
     let (_client, mut event_loop, session_present) =
-        connect_persistent(&broker, &subscriber_id).await;
+        connect_persistent(&broker, &subscriber_id, |_| {}).await;
     assert!(session_present, "the session did not survive the restart");
     let mut received = Vec::new();
     while received.len() < payloads.len() {
@@ -513,41 +513,6 @@ fn delivered_sequence_numbers_reads_message_and_batch_fires() {
 async fn assert_refused(port: u16) {
     let error = TcpStream::connect(("127.0.0.1", port)).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::ConnectionRefused, "{error}");
-}
-
-/// Connects with a persistent session: client, event loop and CONNACK's session_present.
-async fn connect_persistent(broker: &Broker, client_id: &str) -> (AsyncClient, EventLoop, bool) {
-    let mut options = MqttOptions::new(client_id, "127.0.0.1", broker.port());
-    options.set_clean_session(false);
-    let (client, mut event_loop) = AsyncClient::new(options, 100);
-    let session_present = next_event(&mut event_loop, "CONNACK", |event| match event {
-        Event::Incoming(Packet::ConnAck(ack)) => Some(ack.session_present),
-        _ => None,
-    })
-    .await;
-    (client, event_loop, session_present)
-}
-
-/// Polls the event loop until `pick` accepts an event, with a deadline.
-async fn next_event<T>(
-    event_loop: &mut EventLoop,
-    what: &str,
-    mut pick: impl FnMut(Event) -> Option<T>,
-) -> T {
-    let found = async {
-        loop {
-            let event = event_loop
-                .poll()
-                .await
-                .unwrap_or_else(|e| panic!("MQTT error while waiting for {what}: {e}"));
-            if let Some(found) = pick(event) {
-                return found;
-            }
-        }
-    };
-    tokio::time::timeout(TIMEOUT, found)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {TIMEOUT:?} waiting for {what}"))
 }
 
 /// What a path segment keeps unescaped: RFC 3986's unreserved characters.

@@ -7,14 +7,14 @@ use std::time::Duration;
 use rumqttc::QoS;
 
 use crate::harness::{
-    Broker, BrokerOptions, Daemon, FakeOpenWhisk, Publisher, poll_until, unique_id,
+    Broker, BrokerOptions, Daemon, FakeOpenWhisk, MqttBroker, Publisher, poll_until, unique_id,
 };
 
 pub const TRIGGER: &str = "addReadingToDbTrigger";
 pub const FILTER: &str = "dc1/sensors/#";
 
-pub struct Scenario {
-    pub broker: Broker,
+pub struct Scenario<B = Broker> {
+    pub broker: B,
     pub ow: FakeOpenWhisk,
     pub client_id: String,
     pub extra_env: Vec<(&'static str, String)>,
@@ -32,7 +32,13 @@ impl Scenario {
     }
 
     pub async fn with_broker(options: BrokerOptions) -> Scenario {
-        let broker = Broker::start(options).await;
+        Scenario::around(Broker::start(options).await).await
+    }
+}
+
+impl<B: MqttBroker> Scenario<B> {
+    /// `broker`, and a fake OpenWhisk with an active rule on the trigger.
+    async fn around(broker: B) -> Scenario<B> {
         let ow = FakeOpenWhisk::start().await;
         ow.create_trigger(TRIGGER, true);
         Scenario {
