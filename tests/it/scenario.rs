@@ -1,5 +1,6 @@
-//! A ready-made world for end-to-end tests: a broker, a fake OpenWhisk with the trigger
-//! created, a publisher, and a daemon wired to them with a client id of its own.
+//! A ready-made world for end-to-end tests: a broker (Mosquitto unless a test asks for
+//! nats-server), a fake OpenWhisk with the trigger created, a publisher, and a daemon
+//! wired to them with a client id of its own.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -7,7 +8,8 @@ use std::time::Duration;
 use rumqttc::QoS;
 
 use crate::harness::{
-    Broker, BrokerOptions, Daemon, FakeOpenWhisk, MqttBroker, Publisher, poll_until, unique_id,
+    Broker, BrokerOptions, Daemon, FakeOpenWhisk, MqttBroker, NatsOptions, NatsServer, Publisher,
+    poll_until, unique_id,
 };
 
 pub const TRIGGER: &str = "addReadingToDbTrigger";
@@ -33,6 +35,14 @@ impl Scenario {
 
     pub async fn with_broker(options: BrokerOptions) -> Scenario {
         Scenario::around(Broker::start(options).await).await
+    }
+}
+
+impl Scenario<NatsServer> {
+    /// nats-server instead of Mosquitto, and fake OpenWhisk with an active rule on the
+    /// trigger.
+    pub async fn on_nats(options: NatsOptions) -> Scenario<NatsServer> {
+        Scenario::around(NatsServer::start(options).await).await
     }
 }
 

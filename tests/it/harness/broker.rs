@@ -76,6 +76,10 @@ impl MqttBroker for Broker {
     fn port(&self) -> u16 {
         self.process.port()
     }
+
+    fn program(&self) -> &'static str {
+        MOSQUITTO.name
+    }
 }
 
 /// `mosquitto.conf` for a broker on `127.0.0.1:<port>` keeping its files in `dir`.

@@ -1,5 +1,6 @@
-//! Test harness: a real Mosquitto ([`Broker`]), an MQTT [`Publisher`], a faithful fake
-//! OpenWhisk controller ([`FakeOpenWhisk`]) and the real daemon binary ([`Daemon`]).
+//! Test harness: a real Mosquitto ([`Broker`]) or nats-server ([`NatsServer`]), an MQTT
+//! [`Publisher`], a faithful fake OpenWhisk controller ([`FakeOpenWhisk`]) and the real
+//! daemon binary ([`Daemon`]).
 //!
 //! Every piece picks its own free port and temporary directory, so tests can run in
 //! parallel, and stops whatever it started when dropped. Tests wait on conditions with a
@@ -11,6 +12,7 @@ mod broker_process;
 mod daemon;
 mod fake_openwhisk;
 mod mqtt_client;
+mod nats_server;
 mod publisher;
 mod scripted_broker;
 
@@ -18,6 +20,7 @@ pub use broker::{Broker, BrokerOptions};
 pub use daemon::{Daemon, run_to_exit};
 pub use fake_openwhisk::{FakeOpenWhisk, Fault, RecordedFire, delivered_sequence_numbers};
 pub use mqtt_client::{connect_persistent, next_event};
+pub use nats_server::{NatsOptions, NatsServer};
 pub use publisher::Publisher;
 pub use scripted_broker::{ScriptedBroker, publish};
 pub use test_support::{
@@ -28,6 +31,9 @@ pub use test_support::{
 pub trait MqttBroker {
     /// The MQTT port on `127.0.0.1` (kept across restarts).
     fn port(&self) -> u16;
+
+    /// The broker's program, for reports: `mosquitto` or `nats-server`.
+    fn program(&self) -> &'static str;
 
     /// `mqtt://127.0.0.1:<port>`.
     fn url(&self) -> String {
