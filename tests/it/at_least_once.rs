@@ -13,14 +13,13 @@
 
 use std::time::Duration;
 
-use crate::harness::{Fault, MqttBroker, NatsOptions, NatsServer, wait_until, wait_until_async};
+use crate::harness::{BrokerProgram, Fault, Nats, NatsOptions, wait_until, wait_until_async};
 use crate::scenario::{Scenario, TRIGGER, publish_readings};
 
 const READINGS: u64 = 2_000;
 const DEADLINE: Duration = Duration::from_secs(180);
 
-fn report(test: &str, broker: &impl MqttBroker, duplicates: usize) {
-    let broker = broker.program();
+fn report(test: &str, broker: &str, duplicates: usize) {
     eprintln!("{test} ({broker}): {READINGS} readings delivered, {duplicates} duplicates");
 }
 
@@ -95,14 +94,14 @@ async fn scenario(clean_session: bool) -> Scenario {
 
 /// A scenario on nats-server (its defaults) whose provider uses a persistent or a clean
 /// session.
-async fn nats_scenario(clean_session: bool) -> Scenario<NatsServer> {
+async fn nats_scenario(clean_session: bool) -> Scenario<Nats> {
     with_session(
         Scenario::on_nats(NatsOptions::default()).await,
         clean_session,
     )
 }
 
-fn with_session<B: MqttBroker>(mut scenario: Scenario<B>, clean_session: bool) -> Scenario<B> {
+fn with_session<P: BrokerProgram>(mut scenario: Scenario<P>, clean_session: bool) -> Scenario<P> {
     scenario
         .extra_env
         .push(("MQTT_CLEAN_SESSION", clean_session.to_string()));
@@ -111,7 +110,7 @@ fn with_session<B: MqttBroker>(mut scenario: Scenario<B>, clean_session: bool) -
 
 with_both_sessions_on_both_brokers!(nothing_is_lost_while_openwhisk_refuses_connections_for_10_s);
 async fn nothing_is_lost_while_openwhisk_refuses_connections_for_10_s(
-    scenario: Scenario<impl MqttBroker>,
+    scenario: Scenario<impl BrokerProgram>,
 ) {
     let provider = scenario.spawn_provider().await;
     let publisher = scenario.publisher().await;
@@ -128,7 +127,7 @@ async fn nothing_is_lost_while_openwhisk_refuses_connections_for_10_s(
     scenario.ow.accept_connections().await;
 
     let duplicates = scenario.wait_delivered(READINGS, DEADLINE).await;
-    report("refused connections", &scenario.broker, duplicates);
+    report("refused connections", scenario.broker.program(), duplicates);
     let retried = provider
         .metric(r#"mqtt_whisk_fires_total{kind="message",outcome="retried",status="none"}"#)
         .await;
@@ -164,7 +163,7 @@ async fn nothing_is_lost_through_bursts_of_503(clean_session: bool) {
         .await;
     }
     let duplicates = scenario.wait_delivered(READINGS, DEADLINE).await;
-    report("5xx bursts", &scenario.broker, duplicates);
+    report("5xx bursts", scenario.broker.program(), duplicates);
     assert!(scenario.ow.count_status(503) >= 20 && scenario.ow.count_status(502) >= 1);
 }
 
@@ -177,7 +176,7 @@ async fn a_429_pauses_the_whole_namespace_until_the_next_minute(clean_session: b
     let publisher = scenario.publisher().await;
     publish_readings(&publisher, 0..READINGS).await;
     let duplicates = scenario.wait_delivered(READINGS, DEADLINE).await;
-    report("429 across a minute", &scenario.broker, duplicates);
+    report("429 across a minute", scenario.broker.program(), duplicates);
 
     let throttled = scenario.ow.count_status(429);
     assert!(throttled >= 1, "the limit was reached");
@@ -209,7 +208,7 @@ async fn messages_wait_for_a_trigger_that_does_not_exist_yet(clean_session: bool
 
     scenario.ow.create_trigger(TRIGGER, true);
     let duplicates = scenario.wait_delivered(READINGS, DEADLINE).await;
-    report("404 until created", &scenario.broker, duplicates);
+    report("404 until created", scenario.broker.program(), duplicates);
     let errors = provider
         .logs()
         .iter()
@@ -249,7 +248,7 @@ async fn nothing_is_lost_when_the_broker_restarts_mid_stream() {
     publish_readings(&publisher, READINGS / 2..READINGS).await;
 
     let duplicates = scenario.wait_delivered(READINGS, DEADLINE).await;
-    report("broker restart", &scenario.broker, duplicates);
+    report("broker restart", scenario.broker.program(), duplicates);
     // The session was resumed: acks written before the restart and queued during it stay
     // valid, and the copies the broker resends of messages in flight are not fired again.
     assert_eq!(
@@ -260,7 +259,7 @@ async fn nothing_is_lost_when_the_broker_restarts_mid_stream() {
 
 on_both_brokers!(nothing_is_lost_when_the_provider_is_killed_and_restarted);
 async fn nothing_is_lost_when_the_provider_is_killed_and_restarted(
-    scenario: Scenario<impl MqttBroker>,
+    scenario: Scenario<impl BrokerProgram>,
 ) {
     let provider = scenario.spawn_provider().await;
     let publisher = scenario.publisher().await;
@@ -278,12 +277,12 @@ async fn nothing_is_lost_when_the_provider_is_killed_and_restarted(
     scenario.ow.set_fault(Fault::None);
     let _provider = scenario.spawn_provider().await;
     let duplicates = scenario.wait_delivered(READINGS, DEADLINE).await;
-    report("provider SIGKILL", &scenario.broker, duplicates);
+    report("provider SIGKILL", scenario.broker.program(), duplicates);
 }
 
 on_both_brokers!(sigterm_finishes_fires_in_flight_exits_0_and_leaves_the_rest_with_the_broker);
 async fn sigterm_finishes_fires_in_flight_exits_0_and_leaves_the_rest_with_the_broker(
-    scenario: Scenario<impl MqttBroker>,
+    scenario: Scenario<impl BrokerProgram>,
 ) {
     let mut provider = scenario.spawn_provider().await;
     let publisher = scenario.publisher().await;

@@ -4,59 +4,40 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeReasonCode,
-};
+use rumqttc::{AsyncClient, MqttOptions, QoS, SubscribeReasonCode};
 
 use crate::harness::{
-    MqttBroker, NatsOptions, NatsServer, Publisher, connect_persistent, next_event, unique_id,
+    Down, NatsOptions, NatsServer, Publisher, connect_persistent, next_publish,
+    queue_across_a_restart, subscribe, unique_id,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn nats_server_keeps_sessions_and_queued_messages_across_a_sigkill() {
+    // Mosquitto loses everything since its last autosave here; JetStream wrote it all.
     // A short ack_wait: a message delivered to the subscriber just before it went away
-    // comes back within a second instead of thirty.
+    // comes back within a second instead of thirty (and then out of order).
     let mut nats = NatsServer::start(NatsOptions {
         ack_wait: Some(Duration::from_secs(1)),
         ..NatsOptions::default()
     })
     .await;
-    let subscriber_id = unique_id("differences-sub");
-    let topic = format!("differences/{}", unique_id("queue"));
-    let (client, mut event_loop, _) = connect_persistent(&nats, &subscriber_id, |_| {}).await;
-    subscribe(&client, &mut event_loop, &topic, QoS::AtLeastOnce).await;
-    client.disconnect().await.unwrap();
-    next_event(&mut event_loop, "our DISCONNECT", |event| {
-        matches!(event, Event::Outgoing(Outgoing::Disconnect)).then_some(())
-    })
-    .await;
-    drop(event_loop);
-
-    let publisher = Publisher::connect(&nats.url(), &unique_id("differences-pub")).await;
-    let payloads: BTreeSet<String> = (0..5).map(|seq| format!(r#"{{"seq":{seq}}}"#)).collect();
-    for payload in &payloads {
-        publisher
-            .publish(&topic, payload.as_str(), QoS::AtLeastOnce, false)
-            .await;
-    }
-    publisher.wait_all_acked(TIMEOUT).await;
-    drop(publisher);
-
-    // Mosquitto loses everything since its last autosave here; JetStream wrote it all.
-    nats.kill().await;
-    nats.restart().await;
-
-    let (_client, mut event_loop, session_present) =
-        connect_persistent(&nats, &subscriber_id, |_| {}).await;
-    assert!(session_present, "the session did not survive a SIGKILL");
-    let mut received = BTreeSet::new();
-    while received.len() < payloads.len() {
-        let publish = next_publish(&mut event_loop, "a queued message").await;
-        received.insert(String::from_utf8(publish.payload.to_vec()).unwrap());
-    }
-    assert_eq!(received, payloads, "log:\n{}", nats.log());
+    let queue = queue_across_a_restart(&mut nats, Down::Sigkill).await;
+    assert!(
+        queue.session_present,
+        "the session did not survive a SIGKILL"
+    );
+    let sorted = |mut payloads: Vec<String>| {
+        payloads.sort();
+        payloads
+    };
+    assert_eq!(
+        sorted(queue.received),
+        sorted(queue.published),
+        "log:\n{}",
+        nats.log()
+    );
 }
 
 #[tokio::test]
@@ -134,27 +115,4 @@ async fn nats_server_grants_qos_2_as_qos_1_and_drops_a_qos_2_publisher() {
         .expect("nats-server closes the connection of a QoS 2 publisher");
     let log = nats.log();
     assert!(log.contains("publish QoS=2 not supported"), "log:\n{log}");
-}
-
-/// Subscribes to `filter` at `qos`; the SUBACK's return codes.
-async fn subscribe(
-    client: &AsyncClient,
-    event_loop: &mut EventLoop,
-    filter: &str,
-    qos: QoS,
-) -> Vec<SubscribeReasonCode> {
-    client.subscribe(filter, qos).await.unwrap();
-    next_event(event_loop, "SUBACK", |event| match event {
-        Event::Incoming(Packet::SubAck(ack)) => Some(ack.return_codes),
-        _ => None,
-    })
-    .await
-}
-
-async fn next_publish(event_loop: &mut EventLoop, what: &str) -> Publish {
-    next_event(event_loop, what, |event| match event {
-        Event::Incoming(Packet::Publish(publish)) => Some(publish),
-        _ => None,
-    })
-    .await
 }

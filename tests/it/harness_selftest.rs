@@ -6,13 +6,13 @@ use std::time::{Duration, SystemTime};
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::RequestBuilder;
-use rumqttc::{Event, Outgoing, Packet, QoS};
+use rumqttc::QoS;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
 use crate::harness::{
-    Broker, BrokerOptions, Daemon, FakeOpenWhisk, Fault, MqttBroker, Publisher, RecordedFire,
-    connect_persistent, delivered_sequence_numbers, http_client, next_event, unique_id, wait_until,
+    Broker, BrokerOptions, Daemon, Down, FakeOpenWhisk, Fault, Publisher, RecordedFire,
+    delivered_sequence_numbers, http_client, queue_across_a_restart, unique_id, wait_until,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,53 +64,12 @@ async fn broker_starts_on_a_free_port_and_restarts_on_the_same_one() {
 #[tokio::test]
 async fn broker_keeps_a_persistent_sessions_queue_across_a_sigterm_restart() {
     let mut broker = Broker::start(BrokerOptions::default()).await;
-    let subscriber_id = unique_id("selftest-sub");
-    let topic = format!("selftest/{}", unique_id("queue"));
-
-    let (client, mut event_loop, _) = connect_persistent(&broker, &subscriber_id, |_| {}).await;
-    client.subscribe(&topic, QoS::AtLeastOnce).await.unwrap();
-    next_event(&mut event_loop, "SUBACK", |event| {
-        matches!(event, Event::Incoming(Packet::SubAck(_))).then_some(())
-    })
-    .await;
-    client.disconnect().await.unwrap();
-    next_event(&mut event_loop, "our DISCONNECT", |event| {
-        matches!(event, Event::Outgoing(Outgoing::Disconnect)).then_some(())
-    })
-    .await;
-    drop(event_loop);
-    let gone = format!("Client {subscriber_id} disconnected");
-    wait_until("the broker to see the subscriber go", TIMEOUT, || {
-        broker.log().contains(&gone)
-    })
-    .await;
-
-    let publisher = Publisher::connect(&broker.url(), &unique_id("selftest-pub")).await;
-    let payloads: Vec<String> = (0..5).map(|seq| format!(r#"{{"seq":{seq}}}"#)).collect();
-    for payload in &payloads {
-        publisher
-            .publish(&topic, payload.as_str(), QoS::AtLeastOnce, false)
-            .await;
-    }
-    publisher.wait_all_acked(TIMEOUT).await;
-    drop(publisher);
-
-    broker.stop().await;
-    broker.restart().await;
-
-    let (_client, mut event_loop, session_present) =
-        connect_persistent(&broker, &subscriber_id, |_| {}).await;
-    assert!(session_present, "the session did not survive the restart");
-    let mut received = Vec::new();
-    while received.len() < payloads.len() {
-        let payload = next_event(&mut event_loop, "a queued message", |event| match event {
-            Event::Incoming(Packet::Publish(publish)) => Some(publish.payload),
-            _ => None,
-        })
-        .await;
-        received.push(String::from_utf8(payload.to_vec()).unwrap());
-    }
-    assert_eq!(received, payloads);
+    let queue = queue_across_a_restart(&mut broker, Down::Sigterm).await;
+    assert!(
+        queue.session_present,
+        "the session did not survive the restart"
+    );
+    assert_eq!(queue.received, queue.published);
 }
 
 #[tokio::test]

@@ -8,15 +8,15 @@ use std::time::Duration;
 use rumqttc::QoS;
 
 use crate::harness::{
-    Broker, BrokerOptions, Daemon, FakeOpenWhisk, MqttBroker, NatsOptions, NatsServer, Publisher,
-    poll_until, unique_id,
+    Broker, BrokerOptions, BrokerProgram, Daemon, FakeOpenWhisk, Mosquitto, MqttBroker, Nats,
+    NatsOptions, NatsServer, Publisher, poll_until, unique_id,
 };
 
 pub const TRIGGER: &str = "addReadingToDbTrigger";
 pub const FILTER: &str = "dc1/sensors/#";
 
-pub struct Scenario<B = Broker> {
-    pub broker: B,
+pub struct Scenario<P: BrokerProgram = Mosquitto> {
+    pub broker: MqttBroker<P>,
     pub ow: FakeOpenWhisk,
     pub client_id: String,
     pub extra_env: Vec<(&'static str, String)>,
@@ -38,17 +38,17 @@ impl Scenario {
     }
 }
 
-impl Scenario<NatsServer> {
+impl Scenario<Nats> {
     /// nats-server instead of Mosquitto, and fake OpenWhisk with an active rule on the
     /// trigger.
-    pub async fn on_nats(options: NatsOptions) -> Scenario<NatsServer> {
+    pub async fn on_nats(options: NatsOptions) -> Scenario<Nats> {
         Scenario::around(NatsServer::start(options).await).await
     }
 }
 
-impl<B: MqttBroker> Scenario<B> {
+impl<P: BrokerProgram> Scenario<P> {
     /// `broker`, and a fake OpenWhisk with an active rule on the trigger.
-    async fn around(broker: B) -> Scenario<B> {
+    async fn around(broker: MqttBroker<P>) -> Scenario<P> {
         let ow = FakeOpenWhisk::start().await;
         ow.create_trigger(TRIGGER, true);
         Scenario {

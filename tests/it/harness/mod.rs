@@ -8,35 +8,22 @@
 //! (child processes, waits, ids, the HTTP client) comes from the `test-support` crate.
 
 mod broker;
-mod broker_process;
 mod daemon;
 mod fake_openwhisk;
+mod mqtt_broker;
 mod mqtt_client;
 mod nats_server;
 mod publisher;
 mod scripted_broker;
 
-pub use broker::{Broker, BrokerOptions};
+pub use broker::{Broker, BrokerOptions, Mosquitto};
 pub use daemon::{Daemon, run_to_exit};
 pub use fake_openwhisk::{FakeOpenWhisk, Fault, RecordedFire, delivered_sequence_numbers};
-pub use mqtt_client::{connect_persistent, next_event};
-pub use nats_server::{NatsOptions, NatsServer};
+pub use mqtt_broker::{BrokerProgram, MqttBroker};
+pub use mqtt_client::{Down, connect_persistent, next_publish, queue_across_a_restart, subscribe};
+pub use nats_server::{Nats, NatsOptions, NatsServer};
 pub use publisher::Publisher;
 pub use scripted_broker::{ScriptedBroker, publish};
 pub use test_support::{
     RssSampler, http_client, poll_until, rss_bytes, unique_id, wait_until, wait_until_async,
 };
-
-/// An MQTT broker that a test started, as the provider and the publishers see it.
-pub trait MqttBroker {
-    /// The MQTT port on `127.0.0.1` (kept across restarts).
-    fn port(&self) -> u16;
-
-    /// The broker's program, for reports: `mosquitto` or `nats-server`.
-    fn program(&self) -> &'static str;
-
-    /// `mqtt://127.0.0.1:<port>`.
-    fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port())
-    }
-}

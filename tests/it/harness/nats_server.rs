@@ -9,15 +9,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use super::MqttBroker;
-use super::broker_process::{BrokerProcess, Program};
-
-const NATS_SERVER: Program = Program {
-    name: "nats-server",
-    config_file: "nats-server.conf",
-    log_file: "nats-server.log",
-    announces_ready,
-};
+use super::mqtt_broker::{BrokerProgram, MqttBroker};
 
 /// How nats-server's MQTT server is configured; `Default` keeps its defaults.
 #[derive(Clone, Debug, Default)]
@@ -30,70 +22,42 @@ pub struct NatsOptions {
     pub max_ack_pending: Option<u16>,
 }
 
-/// A running (or stopped) nats-server; SIGKILLed on drop.
-pub struct NatsServer {
-    /// Its directory holds `nats-server.conf`, `nats-server.log`, `stderr.log` and the
-    /// JetStream store, `jetstream/`.
-    process: BrokerProcess,
-}
+/// A running (or stopped) nats-server; SIGKILLed on drop. JetStream has written what it
+/// acknowledged, so sessions and messages survive even a SIGKILL ([`MqttBroker::kill`]).
+pub type NatsServer = MqttBroker<Nats>;
 
-impl NatsServer {
-    /// Starts nats-server on a free MQTT port and waits until it accepts connections.
-    pub async fn start(opts: NatsOptions) -> NatsServer {
-        let process =
-            BrokerProcess::start(&NATS_SERVER, |dir, port| config(&opts, dir, port)).await;
-        NatsServer { process }
+/// nats-server 2.9, its MQTT server.
+pub struct Nats;
+
+impl BrokerProgram for Nats {
+    type Options = NatsOptions;
+    const NAME: &'static str = "nats-server";
+    const CONFIG_FILE: &'static str = "nats-server.conf";
+    const LOG_FILE: &'static str = "nats-server.log";
+
+    /// MQTT on `127.0.0.1:<port>`, JetStream stored in `dir/jetstream`.
+    fn config(options: &NatsOptions, dir: &Path, port: u16) -> String {
+        let dir = dir.display();
+        let mut mqtt = format!("  listen: \"127.0.0.1:{port}\"\n");
+        if let Some(ack_wait) = options.ack_wait {
+            writeln!(mqtt, "  ack_wait: \"{}ms\"", ack_wait.as_millis()).unwrap();
+        }
+        if let Some(n) = options.max_ack_pending {
+            writeln!(mqtt, "  max_ack_pending: {n}").unwrap();
+        }
+        // nats-server refuses MQTT without JetStream and an explicit server name.
+        format!(
+            "server_name: \"test-{port}\"\n\
+             listen: \"127.0.0.1:-1\"\n\
+             log_file: \"{dir}/{}\"\n\
+             jetstream {{\n  store_dir: \"{dir}/jetstream\"\n}}\n\
+             mqtt {{\n{mqtt}}}\n",
+            Nats::LOG_FILE
+        )
     }
 
-    /// SIGKILL, then waits for the exit. JetStream has written what it acknowledged, so
-    /// sessions and messages survive.
-    pub async fn kill(&mut self) {
-        self.process.kill().await;
+    /// "[INF] Server is ready", logged once every listener is open.
+    fn announces_ready(line: &str) -> bool {
+        line.ends_with("[INF] Server is ready")
     }
-
-    /// Starts nats-server again with the same config, port and store.
-    pub async fn restart(&mut self) {
-        self.process.restart().await;
-    }
-
-    /// nats-server's log file followed by its stderr.
-    pub fn log(&self) -> String {
-        self.process.log()
-    }
-}
-
-impl MqttBroker for NatsServer {
-    fn port(&self) -> u16 {
-        self.process.port()
-    }
-
-    fn program(&self) -> &'static str {
-        NATS_SERVER.name
-    }
-}
-
-/// `nats-server.conf`: MQTT on `127.0.0.1:<mqtt_port>`, JetStream stored in `dir`.
-fn config(opts: &NatsOptions, dir: &Path, mqtt_port: u16) -> String {
-    let dir = dir.display();
-    // MQTT needs JetStream, and JetStream a server name.
-    let mut mqtt = format!("  listen: \"127.0.0.1:{mqtt_port}\"\n");
-    if let Some(ack_wait) = opts.ack_wait {
-        writeln!(mqtt, "  ack_wait: \"{}ms\"", ack_wait.as_millis()).unwrap();
-    }
-    if let Some(n) = opts.max_ack_pending {
-        writeln!(mqtt, "  max_ack_pending: {n}").unwrap();
-    }
-    format!(
-        "server_name: \"test-{mqtt_port}\"\n\
-         listen: \"127.0.0.1:-1\"\n\
-         log_file: \"{dir}/{}\"\n\
-         jetstream {{\n  store_dir: \"{dir}/jetstream\"\n}}\n\
-         mqtt {{\n{mqtt}}}\n",
-        NATS_SERVER.log_file
-    )
-}
-
-/// nats-server's "[INF] Server is ready", logged once every listener is open.
-fn announces_ready(line: &str) -> bool {
-    line.ends_with("[INF] Server is ready")
 }

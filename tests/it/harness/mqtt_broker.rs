@@ -1,9 +1,10 @@
-//! What Mosquitto and nats-server have in common as a test's child process: a temporary
-//! directory for config, logs and data; a start on a free port that waits until the
-//! broker says it is ready and accepts TCP connections, and tries another port when the
-//! first was taken meanwhile; a restart on the same port; SIGTERM or SIGKILL, then the
-//! exit.
+//! An MQTT broker that a test started ([`MqttBroker`]), whichever program it is
+//! ([`BrokerProgram`]: Mosquitto or nats-server): a temporary directory for config, logs
+//! and data; a start on a free port that waits until the broker says it is ready and
+//! accepts TCP connections, and tries another port when the first was taken meanwhile; a
+//! restart on the same port; SIGTERM or SIGKILL, then the exit.
 
+use std::marker::PhantomData;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -20,69 +21,74 @@ const PORT_ATTEMPTS: usize = 10;
 const STDERR_FILE: &str = "stderr.log";
 
 /// What tells one broker program from another.
-pub(super) struct Program {
+pub trait BrokerProgram {
+    /// How a test configures it.
+    type Options;
     /// The binary, found with [`find_binary`]; it takes its config file after `-c`.
-    pub name: &'static str,
+    const NAME: &'static str;
     /// The config file's name in the broker's directory.
-    pub config_file: &'static str,
-    /// The log file's name in the broker's directory (the config must say so).
-    pub log_file: &'static str,
+    const CONFIG_FILE: &'static str;
+    /// The log file's name in the broker's directory.
+    const LOG_FILE: &'static str;
+
+    /// The config for a broker on `127.0.0.1:<port>`, which keeps its files in `dir` and
+    /// logs to `dir/LOG_FILE`.
+    fn config(options: &Self::Options, dir: &Path, port: u16) -> String;
+
     /// Whether a log line says that the broker listens.
-    pub announces_ready: fn(&str) -> bool,
+    fn announces_ready(line: &str) -> bool;
 }
 
 /// A running (or stopped) broker; SIGKILLed on drop.
-pub(super) struct BrokerProcess {
-    program: &'static Program,
+pub struct MqttBroker<P> {
     /// Holds the config, the logs and the broker's data.
     dir: tempfile::TempDir,
     /// The MQTT port in the config, probed to tell that the broker listens.
     port: u16,
     child: Option<Child>,
+    program: PhantomData<P>,
 }
 
-impl BrokerProcess {
-    /// Starts `program` with `config(dir, port)` on a free port, and waits until it is
-    /// ready; another test may take the port before the broker binds it, and then another
-    /// port is tried.
-    pub async fn start(
-        program: &'static Program,
-        config: impl Fn(&Path, u16) -> String,
-    ) -> BrokerProcess {
+impl<P: BrokerProgram> MqttBroker<P> {
+    /// Starts the broker on a free port and waits until it is ready; another test may
+    /// take the port before the broker binds it, and then another port is tried.
+    pub async fn start(options: P::Options) -> MqttBroker<P> {
+        let name = P::NAME;
         let dir = tempfile::Builder::new()
-            .prefix(&format!("{}-", program.name))
+            .prefix(&format!("{name}-"))
             .tempdir()
-            .unwrap_or_else(|e| panic!("create a temporary directory for {}: {e}", program.name));
-        let mut broker = BrokerProcess {
-            program,
+            .unwrap_or_else(|e| panic!("create a temporary directory for {name}: {e}"));
+        let mut broker = MqttBroker {
             dir,
             port: 0,
             child: None,
+            program: PhantomData,
         };
         for _ in 0..PORT_ATTEMPTS {
             broker.port = free_port();
-            let config = config(broker.dir(), broker.port);
-            std::fs::write(broker.dir().join(program.config_file), config)
-                .unwrap_or_else(|e| panic!("write {}: {e}", program.config_file));
+            let config = P::config(&options, broker.dir.path(), broker.port);
+            std::fs::write(broker.dir.path().join(P::CONFIG_FILE), config)
+                .unwrap_or_else(|e| panic!("write {}: {e}", P::CONFIG_FILE));
             if broker.launch().await {
                 return broker;
             }
         }
-        panic!(
-            "{} kept finding its port taken; log:\n{}",
-            program.name,
-            broker.log()
-        );
+        panic!("{name} kept finding its port taken; log:\n{}", broker.log());
     }
 
-    /// The directory with the config, the logs and the data.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+    /// The broker's program, for reports: `mosquitto` or `nats-server`.
+    pub fn program(&self) -> &'static str {
+        P::NAME
     }
 
-    /// The MQTT port (kept across [`BrokerProcess::restart`]).
+    /// The MQTT port on `127.0.0.1` (kept across [`MqttBroker::restart`]).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `mqtt://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
     }
 
     /// SIGTERM, then waits for the exit.
@@ -97,7 +103,7 @@ impl BrokerProcess {
 
     /// Starts the broker again with the same config, port and directory.
     pub async fn restart(&mut self) {
-        let (name, port) = (self.program.name, self.port);
+        let (name, port) = (P::NAME, self.port);
         assert!(
             self.child.is_none(),
             "restart() of a {name} that still runs"
@@ -121,17 +127,18 @@ impl BrokerProcess {
 
     /// The broker's log file followed by its stderr.
     pub fn log(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir().join(name)).unwrap_or_default();
-        format!("{}{}", read(self.program.log_file), read(STDERR_FILE))
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        format!("{}{}", read(P::LOG_FILE), read(STDERR_FILE))
     }
 
     /// Starts the broker; true once it is ready, false if its port was taken, panics on
     /// other failures.
     async fn launch(&mut self) -> bool {
-        let name = self.program.name;
+        let name = P::NAME;
         let (log_file, stderr_file) = (
-            self.dir().join(self.program.log_file),
-            self.dir().join(STDERR_FILE),
+            self.dir.path().join(P::LOG_FILE),
+            self.dir.path().join(STDERR_FILE),
         );
         let offset = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len() as usize);
         let (log_start, stderr_start) = (offset(&log_file), offset(&stderr_file));
@@ -153,7 +160,7 @@ impl BrokerProcess {
             .unwrap_or_else(|e| panic!("open {name}'s {STDERR_FILE}: {e}"));
         let mut child = guarded_command(find_binary(name))
             .arg("-c")
-            .arg(self.dir().join(self.program.config_file))
+            .arg(self.dir.path().join(P::CONFIG_FILE))
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -166,7 +173,7 @@ impl BrokerProcess {
                 exited = child.try_wait().expect("poll the broker");
             }
             let has_exited = exited.is_some();
-            let ready = !has_exited && new_output().0.lines().any(self.program.announces_ready);
+            let ready = !has_exited && new_output().0.lines().any(P::announces_ready);
             async move {
                 has_exited
                     || (ready
@@ -192,7 +199,7 @@ impl BrokerProcess {
     }
 
     async fn signal_and_wait(&mut self, signal: libc::c_int) {
-        let name = self.program.name;
+        let name = P::NAME;
         let mut child = self
             .child
             .take()
