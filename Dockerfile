@@ -22,7 +22,10 @@ ENV CARGO_TERM_COLOR=never
 # Dependency layer: build every dependency against stub sources, so that a change in
 # src/ only recompiles the crate itself. benches/throughput.rs is named by Cargo.toml
 # ([[bench]]), so it needs a stub too; tests/ and benches/ are never built here.
+# test-support/ (a dev-dependency of the tests and the bench) is not built either, but
+# Cargo resolves every dependency of the workspace, so it must be there.
 COPY Cargo.toml Cargo.lock ./
+COPY test-support ./test-support
 RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \

@@ -3,14 +3,12 @@
 //! under test, and `$SYS` counts every second.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use test_support::{find_binary, free_port, guarded_command, poll_until_async};
 use tokio::process::Child;
-
-use super::process::command;
 
 /// How often Mosquitto publishes its `$SYS` topics (`sys_interval`).
 pub const SYS_INTERVAL: Duration = Duration::from_secs(1);
@@ -38,31 +36,33 @@ impl Broker {
         let log_path = dir.path().join("mosquitto.log");
         let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
         for _ in 0..PORT_ATTEMPTS {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
+            let port = free_port();
             let conf_path = dir.path().join("mosquitto.conf");
             std::fs::write(&conf_path, config(port, window, &log_path))?;
-            let mut child = command(mosquitto_binary())
+            let mut child = guarded_command(find_binary("mosquitto"))
                 .arg("-c")
                 .arg(&conf_path)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .context("start mosquitto (is it installed? apt-get install mosquitto)")?;
-            let deadline = Instant::now() + START_TIMEOUT;
-            while Instant::now() < deadline && child.try_wait()?.is_none() {
-                if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-                {
-                    return Ok(Broker {
-                        port,
-                        child,
-                        _dir: dir,
-                    });
+            let mut exited = false;
+            let listening = poll_until_async(START_TIMEOUT, || {
+                exited = !matches!(child.try_wait(), Ok(None));
+                async move {
+                    exited
+                        || tokio::net::TcpStream::connect(("127.0.0.1", port))
+                            .await
+                            .is_ok()
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+            })
+            .await;
+            if listening && !exited {
+                return Ok(Broker {
+                    port,
+                    child,
+                    _dir: dir,
+                });
             }
             if !log().contains("Address already in use") {
                 bail!(
@@ -105,14 +105,4 @@ fn config(port: u16, window: Option<u32>, log_path: &std::path::Path) -> String 
         conf.push_str("user root\n");
     }
     conf
-}
-
-/// `mosquitto` from `PATH`, else Debian's `/usr/sbin/mosquitto`.
-pub fn mosquitto_binary() -> PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("mosquitto"))
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| PathBuf::from("/usr/sbin/mosquitto"))
 }

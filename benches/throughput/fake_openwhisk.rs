@@ -25,11 +25,12 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use test_support::{guarded_command, http_client};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::Child;
 use tokio::task::JoinSet;
 
-use super::process::{command, cpu_time};
+use super::process::cpu_time;
 use super::readings::{self, Delivery, Reading, Received, Sink};
 
 /// The command-line argument that makes the benchmark binary serve as the fake.
@@ -41,6 +42,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrent keep-alive clients of [`FakeOpenWhisk::measure_ceiling`], as many as the
 /// provider's default `FIRE_CONCURRENCY`.
 pub const CEILING_CLIENTS: usize = 64;
+/// Timeout of the benchmark's own requests to the fake (the ceiling's, `GET /received`).
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The fake's side: binds `127.0.0.1:0`, prints the port on stdout, serves until killed.
 /// One thread: on a machine this small, waking a second one costs more than it gives.
@@ -184,7 +187,7 @@ pub struct FakeOpenWhisk {
 impl FakeOpenWhisk {
     /// Starts the fake (this binary with [`SERVE_ARG`]) and waits for its port.
     pub async fn start() -> anyhow::Result<FakeOpenWhisk> {
-        let mut child = command(std::env::current_exe()?)
+        let mut child = guarded_command(std::env::current_exe()?)
             .arg(SERVE_ARG)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -205,7 +208,7 @@ impl FakeOpenWhisk {
         Ok(FakeOpenWhisk {
             port,
             child,
-            http: http_client(),
+            http: http_client(HTTP_TIMEOUT),
         })
     }
 
@@ -311,16 +314,4 @@ fn message_fire(seq: u64) -> String {
         "received_at": "2026-11-24T03:00:00.123Z",
     })
     .to_string()
-}
-
-/// A reqwest client for loopback HTTP (no proxy).
-fn http_client() -> reqwest::Client {
-    // The crate's reqwest features (shared with benches) include rustls without a crypto
-    // provider: building a client panics unless one is installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("build an HTTP client")
 }

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::bail;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use test_support::poll_until;
 use tokio::task::JoinHandle;
 
 use super::broker::SYS_INTERVAL;
-use super::process::wait_until;
 
 const STORED_TOPIC: &str = "$SYS/broker/store/messages/count";
 const RETAINED_TOPIC: &str = "$SYS/broker/retained messages/count";
@@ -66,7 +66,7 @@ impl HeldMessages {
             }
         });
         let held = HeldMessages { counts, event_loop };
-        if !wait_until(FIRST_VALUES_TIMEOUT, || held.now().is_some()).await {
+        if !poll_until(FIRST_VALUES_TIMEOUT, || held.now().is_some()).await {
             bail!("Mosquitto published no {STORED_TOPIC} within {FIRST_VALUES_TIMEOUT:?}");
         }
         Ok(held)
@@ -83,7 +83,7 @@ impl HeldMessages {
     /// `timeout` more for it to hold nothing.
     pub async fn settle(&self, timeout: Duration) -> u64 {
         tokio::time::sleep(SYS_INTERVAL + Duration::from_millis(200)).await;
-        wait_until(timeout, || self.now() == Some(0)).await;
+        poll_until(timeout, || self.now() == Some(0)).await;
         self.now().unwrap_or_default()
     }
 }

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::Context as _;
+use test_support::guarded_command;
 use tokio::process::Child;
 
-use super::process::command;
 use super::report::thousands;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_mqtt-whisk-provider");
@@ -38,7 +38,7 @@ impl Provider {
     ) -> anyhow::Result<Provider> {
         let log_path = dir.join("provider.log");
         let log = std::fs::File::create(&log_path)?;
-        let child = command(BINARY)
+        let child = guarded_command(BINARY)
             .env_clear()
             .env("MQTT_URL", format!("mqtt://127.0.0.1:{broker_port}"))
             .env("MQTT_TOPICS", "bench/#")

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use test_support::poll_until;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::process::wait_until;
 use super::readings;
 
 /// Publishes the event loop may have queued: small, so a reading's send time is taken
@@ -138,7 +138,7 @@ impl Publishers {
             connection?.context("publish")?;
         }
         let publishing = started.elapsed();
-        let all_acked = wait_until(BROKER_TIMEOUT, || {
+        let all_acked = poll_until(BROKER_TIMEOUT, || {
             self.connections
                 .iter()
                 .all(|c| c.acked.load(Ordering::SeqCst) >= c.sent.load(Ordering::SeqCst))
@@ -204,7 +204,7 @@ impl Connection {
             last_error,
             event_loop,
         };
-        if !wait_until(BROKER_TIMEOUT, || connected.load(Ordering::SeqCst)).await {
+        if !poll_until(BROKER_TIMEOUT, || connected.load(Ordering::SeqCst)).await {
             bail!(
                 "publisher {client_id} got no CONNACK (last error: {:?})",
                 connection.last_error.lock().unwrap()

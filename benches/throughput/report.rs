@@ -53,7 +53,10 @@ pub fn machine() -> String {
     format!(
         "{cpus} CPUs ({model}); {}; {}; load average at start {load}",
         first_line("rustc", "-V"),
-        first_line(&super::broker::mosquitto_binary().to_string_lossy(), "-h"),
+        first_line(
+            &test_support::find_binary("mosquitto").to_string_lossy(),
+            "-h"
+        ),
     )
 }
 
@@ -135,7 +138,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut grouped = String::new();
     for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(digit);

@@ -2,15 +2,14 @@
 //! publishers), and the publisher-plus-broker ceiling measured the same way with a
 //! do-nothing subscriber in the provider's place.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use test_support::{rss_bytes, unique_id};
 
 use super::broker::Broker;
 use super::fake_openwhisk::FakeOpenWhisk;
 use super::held::HeldMessages;
-use super::process::rss_bytes;
 use super::provider::Provider;
 use super::publisher::{Pace, Publishers};
 use super::readings::Sink;
@@ -125,12 +124,16 @@ impl Stack {
         let mut provider = Provider::start(
             broker.port(),
             &openwhisk.api_host(),
-            &unique_id("provider"),
+            &unique_id("bench-provider"),
             &scenario.provider_env,
             dir.path(),
         )?;
-        let publishers =
-            Publishers::connect(broker.port(), settings.publishers, &unique_id("sensor")).await?;
+        let publishers = Publishers::connect(
+            broker.port(),
+            settings.publishers,
+            &unique_id("bench-sensor"),
+        )
+        .await?;
         if let Err(error) = warm_up(&publishers, &openwhisk).await {
             let state = if provider.is_running() {
                 "running"
@@ -143,7 +146,7 @@ impl Stack {
             );
         }
         let idle_rss = rss_bytes(provider.pid())?;
-        let held = HeldMessages::watch(broker.port(), &unique_id("sys")).await?;
+        let held = HeldMessages::watch(broker.port(), &unique_id("bench-sys")).await?;
         Ok(Stack {
             provider,
             publishers,
@@ -161,11 +164,15 @@ impl Stack {
 /// process is Mosquitto.
 pub async fn broker_ceiling(settings: &Settings) -> anyhow::Result<StepReport> {
     let broker = Broker::start(None).await?;
-    let subscriber = Subscriber::subscribe(broker.port(), &unique_id("subscriber")).await?;
-    let publishers =
-        Publishers::connect(broker.port(), settings.publishers, &unique_id("sensor")).await?;
+    let subscriber = Subscriber::subscribe(broker.port(), &unique_id("bench-subscriber")).await?;
+    let publishers = Publishers::connect(
+        broker.port(),
+        settings.publishers,
+        &unique_id("bench-sensor"),
+    )
+    .await?;
     warm_up(&publishers, &subscriber).await?;
-    let held = HeldMessages::watch(broker.port(), &unique_id("sys")).await?;
+    let held = HeldMessages::watch(broker.port(), &unique_id("bench-sys")).await?;
     let pid = broker.pid().context("mosquitto has exited")?;
     let plan = StepPlan::new(Pace::Flood, settings);
     run_step(plan, &publishers, &subscriber, pid, &held).await
@@ -189,11 +196,4 @@ async fn warm_up(publishers: &Publishers, sink: &impl Sink) -> anyhow::Result<()
     tokio::time::sleep(SETTLE).await;
     sink.take().await?;
     Ok(())
-}
-
-/// A client id no other run of the benchmark uses at the same time.
-fn unique_id(role: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("bench-{role}-{}-{n}", std::process::id())
 }

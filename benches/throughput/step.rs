@@ -3,8 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use test_support::RssSampler;
+
 use super::held::HeldMessages;
-use super::process::{RssSampler, cpu_time};
+use super::process::cpu_time;
 use super::publisher::{Pace, Published, Publishers};
 use super::readings::{Received, Sink};
 use super::settings::Settings;

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::bail;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use test_support::poll_until;
 use tokio::task::JoinHandle;
 
-use super::process::wait_until;
 use super::readings::{self, Delivery, Reading, Received, Sink};
 
 /// Deadline for the CONNACK and the SUBACK.
@@ -65,7 +65,7 @@ impl Subscriber {
             received,
             event_loop,
         };
-        if !wait_until(SUBSCRIBE_TIMEOUT, || subscribed.load(Ordering::SeqCst)).await {
+        if !poll_until(SUBSCRIBE_TIMEOUT, || subscribed.load(Ordering::SeqCst)).await {
             bail!("the do-nothing subscriber got no SUBACK within {SUBSCRIBE_TIMEOUT:?}");
         }
         Ok(subscriber)

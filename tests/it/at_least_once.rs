@@ -5,17 +5,22 @@
 //! The faults on the OpenWhisk side run with a persistent session and with
 //! `MQTT_CLEAN_SESSION=true`: the provider is never away from the broker then, so a
 //! clean session must lose nothing either.
+//!
+//! The outage, the provider's SIGKILL and its SIGTERM also run against nats-server, a
+//! broker nobody here wrote (README, "Brokers tested"). With its defaults: it resends an
+//! unacknowledged message only once `ack_wait` (30 s) has passed, also to a resumed
+//! session, so the restarts there take half a minute longer to deliver everything.
 
 use std::time::Duration;
 
-use crate::harness::{Fault, wait_until, wait_until_async};
+use crate::harness::{BrokerProgram, Fault, Nats, NatsOptions, wait_until, wait_until_async};
 use crate::scenario::{Scenario, TRIGGER, publish_readings};
 
 const READINGS: u64 = 2_000;
 const DEADLINE: Duration = Duration::from_secs(180);
 
-fn report(test: &str, duplicates: usize) {
-    eprintln!("{test}: {READINGS} readings delivered, {duplicates} duplicates");
+fn report(test: &str, broker: &str, duplicates: usize) {
+    eprintln!("{test} ({broker}): {READINGS} readings delivered, {duplicates} duplicates");
 }
 
 /// Runs `$test(clean_session)` as two tests, `$test::persistent_session` and
@@ -36,18 +41,77 @@ macro_rules! with_both_sessions {
     };
 }
 
-/// A scenario whose provider uses a persistent or a clean session.
+/// Runs `$test(scenario)` with a persistent and a clean session, on Mosquitto and on
+/// nats-server: `$test::persistent_session`, `$test::clean_session`,
+/// `$test::nats_persistent_session` and `$test::nats_clean_session`.
+macro_rules! with_both_sessions_on_both_brokers {
+    ($test:ident) => {
+        mod $test {
+            #[tokio::test]
+            async fn persistent_session() {
+                super::$test(super::scenario(false).await).await
+            }
+
+            #[tokio::test]
+            async fn clean_session() {
+                super::$test(super::scenario(true).await).await
+            }
+
+            #[tokio::test]
+            async fn nats_persistent_session() {
+                super::$test(super::nats_scenario(false).await).await
+            }
+
+            #[tokio::test]
+            async fn nats_clean_session() {
+                super::$test(super::nats_scenario(true).await).await
+            }
+        }
+    };
+}
+
+/// Runs `$test(scenario)` as `$test::mosquitto` and `$test::nats`.
+macro_rules! on_both_brokers {
+    ($test:ident) => {
+        mod $test {
+            #[tokio::test]
+            async fn mosquitto() {
+                super::$test(super::Scenario::start().await).await
+            }
+
+            #[tokio::test]
+            async fn nats() {
+                super::$test(super::nats_scenario(false).await).await
+            }
+        }
+    };
+}
+
+/// A scenario on Mosquitto whose provider uses a persistent or a clean session.
 async fn scenario(clean_session: bool) -> Scenario {
-    let mut scenario = Scenario::start().await;
+    with_session(Scenario::start().await, clean_session)
+}
+
+/// A scenario on nats-server (its defaults) whose provider uses a persistent or a clean
+/// session.
+async fn nats_scenario(clean_session: bool) -> Scenario<Nats> {
+    with_session(
+        Scenario::on_nats(NatsOptions::default()).await,
+        clean_session,
+    )
+}
+
+fn with_session<P: BrokerProgram>(mut scenario: Scenario<P>, clean_session: bool) -> Scenario<P> {
     scenario
         .extra_env
         .push(("MQTT_CLEAN_SESSION", clean_session.to_string()));
     scenario
 }
 
-with_both_sessions!(nothing_is_lost_while_openwhisk_refuses_connections_for_10_s);
-async fn nothing_is_lost_while_openwhisk_refuses_connections_for_10_s(clean_session: bool) {
-    let scenario = scenario(clean_session).await;
+with_both_sessions_on_both_brokers!(nothing_is_lost_while_openwhisk_refuses_connections_for_10_s);
+async fn nothing_is_lost_while_openwhisk_refuses_connections_for_10_s(
+    scenario: Scenario<impl BrokerProgram>,
+) {
     let provider = scenario.spawn_provider().await;
     let publisher = scenario.publisher().await;
     publish_readings(&publisher, 0..READINGS / 2).await;
@@ -63,7 +127,7 @@ async fn nothing_is_lost_while_openwhisk_refuses_connections_for_10_s(clean_sess
     scenario.ow.accept_connections().await;
 
     let duplicates = scenario.wait_delivered(READINGS, DEADLINE).await;
-    report("refused connections", duplicates);
+    report("refused connections", scenario.broker.program(), duplicates);
     let retried = provider
         .metric(r#"mqtt_whisk_fires_total{kind="message",outcome="retried",status="none"}"#)
         .await;
@@ -99,7 +163,7 @@ async fn nothing_is_lost_through_bursts_of_503(clean_session: bool) {
         .await;
     }
     let duplicates = scenario.wait_delivered(READINGS, DEADLINE).await;
-    report("5xx bursts", duplicates);
+    report("5xx bursts", scenario.broker.program(), duplicates);
     assert!(scenario.ow.count_status(503) >= 20 && scenario.ow.count_status(502) >= 1);
 }
 
@@ -112,7 +176,7 @@ async fn a_429_pauses_the_whole_namespace_until_the_next_minute(clean_session: b
     let publisher = scenario.publisher().await;
     publish_readings(&publisher, 0..READINGS).await;
     let duplicates = scenario.wait_delivered(READINGS, DEADLINE).await;
-    report("429 across a minute", duplicates);
+    report("429 across a minute", scenario.broker.program(), duplicates);
 
     let throttled = scenario.ow.count_status(429);
     assert!(throttled >= 1, "the limit was reached");
@@ -144,7 +208,7 @@ async fn messages_wait_for_a_trigger_that_does_not_exist_yet(clean_session: bool
 
     scenario.ow.create_trigger(TRIGGER, true);
     let duplicates = scenario.wait_delivered(READINGS, DEADLINE).await;
-    report("404 until created", duplicates);
+    report("404 until created", scenario.broker.program(), duplicates);
     let errors = provider
         .logs()
         .iter()
@@ -184,7 +248,7 @@ async fn nothing_is_lost_when_the_broker_restarts_mid_stream() {
     publish_readings(&publisher, READINGS / 2..READINGS).await;
 
     let duplicates = scenario.wait_delivered(READINGS, DEADLINE).await;
-    report("broker restart", duplicates);
+    report("broker restart", scenario.broker.program(), duplicates);
     // The session was resumed: acks written before the restart and queued during it stay
     // valid, and the copies the broker resends of messages in flight are not fired again.
     assert_eq!(
@@ -193,9 +257,10 @@ async fn nothing_is_lost_when_the_broker_restarts_mid_stream() {
     );
 }
 
-#[tokio::test]
-async fn nothing_is_lost_when_the_provider_is_killed_and_restarted() {
-    let scenario = Scenario::start().await;
+on_both_brokers!(nothing_is_lost_when_the_provider_is_killed_and_restarted);
+async fn nothing_is_lost_when_the_provider_is_killed_and_restarted(
+    scenario: Scenario<impl BrokerProgram>,
+) {
     let provider = scenario.spawn_provider().await;
     let publisher = scenario.publisher().await;
     scenario
@@ -212,12 +277,13 @@ async fn nothing_is_lost_when_the_provider_is_killed_and_restarted() {
     scenario.ow.set_fault(Fault::None);
     let _provider = scenario.spawn_provider().await;
     let duplicates = scenario.wait_delivered(READINGS, DEADLINE).await;
-    report("provider SIGKILL", duplicates);
+    report("provider SIGKILL", scenario.broker.program(), duplicates);
 }
 
-#[tokio::test]
-async fn sigterm_finishes_fires_in_flight_exits_0_and_leaves_the_rest_with_the_broker() {
-    let scenario = Scenario::start().await;
+on_both_brokers!(sigterm_finishes_fires_in_flight_exits_0_and_leaves_the_rest_with_the_broker);
+async fn sigterm_finishes_fires_in_flight_exits_0_and_leaves_the_rest_with_the_broker(
+    scenario: Scenario<impl BrokerProgram>,
+) {
     let mut provider = scenario.spawn_provider().await;
     let publisher = scenario.publisher().await;
     scenario.ow.set_fault(Fault::Slow(Duration::from_secs(2)));
@@ -320,4 +386,43 @@ async fn every_copy_of_a_reading_carries_its_first_message_id_and_received_at() 
     for (seq, identities) in copies {
         assert_eq!(identities.len(), 1, "reading {seq} fired as {identities:?}");
     }
+}
+
+#[tokio::test]
+#[ignore = "loses readings in about 1 run of 8: the provider acks a packet id that \
+            nats-server has just given to the next message (src/mqtt/session.rs)"]
+async fn copies_nats_server_sends_of_a_reading_still_being_fired_are_not_fired_again() {
+    // nats-server sends a message again once ack_wait has passed without an ack, on the
+    // same connection (Mosquitto never does). A short ack_wait and slow fires make the
+    // readings in flight come again, several times; a window no wider than the fires in
+    // flight puts the copies right behind them, not behind a backlog.
+    let mut scenario = Scenario::on_nats(NatsOptions {
+        ack_wait: Some(Duration::from_secs(1)),
+        max_ack_pending: Some(4),
+    })
+    .await;
+    scenario
+        .extra_env
+        .push(("FIRE_CONCURRENCY", "4".to_owned()));
+    scenario.ow.set_fault(Fault::Slow(Duration::from_secs(4)));
+    let provider = scenario.spawn_provider().await;
+    let publisher = scenario.publisher().await;
+    publish_readings(&publisher, 0..100).await;
+    wait_until_async("copies of readings in flight", DEADLINE, || async {
+        let copies = provider
+            .metric("mqtt_whisk_messages_redelivered_total")
+            .await;
+        copies.unwrap_or(0.0) >= 10.0
+    })
+    .await;
+
+    scenario.ow.set_fault(Fault::None);
+    let duplicates = scenario.wait_delivered(100, DEADLINE).await;
+    eprintln!(
+        "copies within ack_wait (nats-server): 100 readings delivered, {duplicates} duplicates"
+    );
+    assert_eq!(
+        duplicates, 0,
+        "a copy of a reading in flight was fired again"
+    );
 }

@@ -4,14 +4,15 @@
 use std::io::ErrorKind;
 use std::time::{Duration, SystemTime};
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::RequestBuilder;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::QoS;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
 use crate::harness::{
-    Broker, BrokerOptions, Daemon, FakeOpenWhisk, Fault, Publisher, RecordedFire,
-    delivered_sequence_numbers, http_client, unique_id, wait_until,
+    Broker, BrokerOptions, Daemon, Down, FakeOpenWhisk, Fault, Publisher, RecordedFire,
+    delivered_sequence_numbers, http_client, queue_across_a_restart, unique_id, wait_until,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,53 +64,12 @@ async fn broker_starts_on_a_free_port_and_restarts_on_the_same_one() {
 #[tokio::test]
 async fn broker_keeps_a_persistent_sessions_queue_across_a_sigterm_restart() {
     let mut broker = Broker::start(BrokerOptions::default()).await;
-    let subscriber_id = unique_id("selftest-sub");
-    let topic = format!("selftest/{}", unique_id("queue"));
-
-    let (client, mut event_loop, _) = connect_persistent(&broker, &subscriber_id).await;
-    client.subscribe(&topic, QoS::AtLeastOnce).await.unwrap();
-    next_event(&mut event_loop, "SUBACK", |event| {
-        matches!(event, Event::Incoming(Packet::SubAck(_))).then_some(())
-    })
-    .await;
-    client.disconnect().await.unwrap();
-    next_event(&mut event_loop, "our DISCONNECT", |event| {
-        matches!(event, Event::Outgoing(Outgoing::Disconnect)).then_some(())
-    })
-    .await;
-    drop(event_loop);
-    let gone = format!("Client {subscriber_id} disconnected");
-    wait_until("the broker to see the subscriber go", TIMEOUT, || {
-        broker.log().contains(&gone)
-    })
-    .await;
-
-    let publisher = Publisher::connect(&broker.url(), &unique_id("selftest-pub")).await;
-    let payloads: Vec<String> = (0..5).map(|seq| format!(r#"{{"seq":{seq}}}"#)).collect();
-    for payload in &payloads {
-        publisher
-            .publish(&topic, payload.as_str(), QoS::AtLeastOnce, false)
-            .await;
-    }
-    publisher.wait_all_acked(TIMEOUT).await;
-    drop(publisher);
-
-    broker.stop().await;
-    broker.restart().await;
-
-    let (_client, mut event_loop, session_present) =
-        connect_persistent(&broker, &subscriber_id).await;
-    assert!(session_present, "the session did not survive the restart");
-    let mut received = Vec::new();
-    while received.len() < payloads.len() {
-        let payload = next_event(&mut event_loop, "a queued message", |event| match event {
-            Event::Incoming(Packet::Publish(publish)) => Some(publish.payload),
-            _ => None,
-        })
-        .await;
-        received.push(String::from_utf8(payload.to_vec()).unwrap());
-    }
-    assert_eq!(received, payloads);
+    let queue = queue_across_a_restart(&mut broker, Down::Sigterm).await;
+    assert!(
+        queue.session_present,
+        "the session did not survive the restart"
+    );
+    assert_eq!(queue.received, queue.published);
 }
 
 #[tokio::test]
@@ -132,7 +92,7 @@ async fn publisher_knows_when_the_broker_has_a_whole_burst() {
 async fn fake_openwhisk_checks_auth_before_namespace() {
     let ow = FakeOpenWhisk::start().await;
     ow.create_trigger("t", true);
-    let http = http_client();
+    let http = http_client(TIMEOUT);
 
     let (status, headers, body) = answer(http.post(trigger_url(&ow, "_", "t"))).await;
     assert_eq!(status, 401);
@@ -268,7 +228,7 @@ async fn fake_openwhisk_throttles_fires_per_fixed_minute() {
 #[tokio::test]
 async fn fake_openwhisk_manages_triggers_and_namespaces() {
     let ow = FakeOpenWhisk::start().await;
-    let http = http_client();
+    let http = http_client(TIMEOUT);
     for path in ["/ping", "/api/v1"] {
         let response = http
             .get(format!("{}{path}", ow.api_host()))
@@ -311,7 +271,7 @@ async fn fake_openwhisk_manages_triggers_and_namespaces() {
 async fn fake_openwhisk_refuses_connections_while_down() {
     let ow = FakeOpenWhisk::start().await;
     ow.create_trigger("t", true);
-    let keep_alive_client = http_client();
+    let keep_alive_client = http_client(TIMEOUT);
     let post = || with_key(&ow, keep_alive_client.post(trigger_url(&ow, "_", "t")));
     assert_eq!(answer(post()).await.0, 202);
 
@@ -428,7 +388,12 @@ async fn fake_openwhisk_redirects_a_fire_to_a_get_that_answers_200() {
             .contains("301 Moved Permanently")
     );
     // Following it, as a browser would, turns the fire into a GET that succeeds.
-    assert_eq!(answer(with_key(&ow, http_client().get(&url))).await.0, 200);
+    assert_eq!(
+        answer(with_key(&ow, http_client(TIMEOUT).get(&url)))
+            .await
+            .0,
+        200
+    );
     let statuses: Vec<u16> = ow.fires().iter().map(|f| f.status).collect();
     assert_eq!(statuses, [301], "only the POST is a fire");
 }
@@ -509,59 +474,20 @@ async fn assert_refused(port: u16) {
     assert_eq!(error.kind(), ErrorKind::ConnectionRefused, "{error}");
 }
 
-/// Connects with a persistent session: client, event loop and CONNACK's session_present.
-async fn connect_persistent(broker: &Broker, client_id: &str) -> (AsyncClient, EventLoop, bool) {
-    let mut options = MqttOptions::new(client_id, "127.0.0.1", broker.port());
-    options.set_clean_session(false);
-    let (client, mut event_loop) = AsyncClient::new(options, 100);
-    let session_present = next_event(&mut event_loop, "CONNACK", |event| match event {
-        Event::Incoming(Packet::ConnAck(ack)) => Some(ack.session_present),
-        _ => None,
-    })
-    .await;
-    (client, event_loop, session_present)
-}
-
-/// Polls the event loop until `pick` accepts an event, with a deadline.
-async fn next_event<T>(
-    event_loop: &mut EventLoop,
-    what: &str,
-    mut pick: impl FnMut(Event) -> Option<T>,
-) -> T {
-    let found = async {
-        loop {
-            let event = event_loop
-                .poll()
-                .await
-                .unwrap_or_else(|e| panic!("MQTT error while waiting for {what}: {e}"));
-            if let Some(found) = pick(event) {
-                return found;
-            }
-        }
-    };
-    tokio::time::timeout(TIMEOUT, found)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {TIMEOUT:?} waiting for {what}"))
-}
+/// What a path segment keeps unescaped: RFC 3986's unreserved characters.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// `{api_host}/api/v1/namespaces/{namespace}/triggers/{trigger}`, segments percent-encoded.
 fn trigger_url(ow: &FakeOpenWhisk, namespace: &str, trigger: &str) -> String {
-    let encode = |segment: &str| -> String {
-        segment
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                    char::from(b).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
     format!(
         "{}/api/v1/namespaces/{}/triggers/{}",
         ow.api_host(),
-        encode(namespace),
-        encode(trigger)
+        utf8_percent_encode(namespace, PATH_SEGMENT),
+        utf8_percent_encode(trigger, PATH_SEGMENT)
     )
 }
 
@@ -573,7 +499,10 @@ fn with_key(ow: &FakeOpenWhisk, request: RequestBuilder) -> RequestBuilder {
 
 /// A fire with the right key, on a fresh client.
 fn fire(ow: &FakeOpenWhisk, namespace: &str, trigger: &str) -> RequestBuilder {
-    with_key(ow, http_client().post(trigger_url(ow, namespace, trigger)))
+    with_key(
+        ow,
+        http_client(TIMEOUT).post(trigger_url(ow, namespace, trigger)),
+    )
 }
 
 /// Status, headers and JSON body (`Null` if not JSON) of the answer.

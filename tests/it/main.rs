@@ -1,4 +1,5 @@
-//! End-to-end tests: the real binary against a real Mosquitto and a fake OpenWhisk.
+//! End-to-end tests: the real binary against a real Mosquitto (or nats-server) and a fake
+//! OpenWhisk.
 
 mod harness;
 mod harness_selftest;
@@ -7,6 +8,7 @@ mod scenario;
 mod alarms;
 mod at_least_once;
 mod batching;
+mod broker_differences;
 mod cli;
 mod forward;
 mod memory;

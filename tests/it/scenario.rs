@@ -1,5 +1,6 @@
-//! A ready-made world for end-to-end tests: a broker, a fake OpenWhisk with the trigger
-//! created, a publisher, and a daemon wired to them with a client id of its own.
+//! A ready-made world for end-to-end tests: a broker (Mosquitto unless a test asks for
+//! nats-server), a fake OpenWhisk with the trigger created, a publisher, and a daemon
+//! wired to them with a client id of its own.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -7,14 +8,15 @@ use std::time::Duration;
 use rumqttc::QoS;
 
 use crate::harness::{
-    Broker, BrokerOptions, Daemon, FakeOpenWhisk, Publisher, poll_until, unique_id,
+    Broker, BrokerOptions, BrokerProgram, Daemon, FakeOpenWhisk, Mosquitto, MqttBroker, Nats,
+    NatsOptions, NatsServer, Publisher, poll_until, unique_id,
 };
 
 pub const TRIGGER: &str = "addReadingToDbTrigger";
 pub const FILTER: &str = "dc1/sensors/#";
 
-pub struct Scenario {
-    pub broker: Broker,
+pub struct Scenario<P: BrokerProgram = Mosquitto> {
+    pub broker: MqttBroker<P>,
     pub ow: FakeOpenWhisk,
     pub client_id: String,
     pub extra_env: Vec<(&'static str, String)>,
@@ -32,7 +34,21 @@ impl Scenario {
     }
 
     pub async fn with_broker(options: BrokerOptions) -> Scenario {
-        let broker = Broker::start(options).await;
+        Scenario::around(Broker::start(options).await).await
+    }
+}
+
+impl Scenario<Nats> {
+    /// nats-server instead of Mosquitto, and fake OpenWhisk with an active rule on the
+    /// trigger.
+    pub async fn on_nats(options: NatsOptions) -> Scenario<Nats> {
+        Scenario::around(NatsServer::start(options).await).await
+    }
+}
+
+impl<P: BrokerProgram> Scenario<P> {
+    /// `broker`, and a fake OpenWhisk with an active rule on the trigger.
+    async fn around(broker: MqttBroker<P>) -> Scenario<P> {
         let ow = FakeOpenWhisk::start().await;
         ow.create_trigger(TRIGGER, true);
         Scenario {
@@ -78,10 +94,7 @@ impl Scenario {
     /// returns the number of duplicates.
     pub async fn wait_delivered(&self, count: u64, timeout: Duration) -> usize {
         let expected: BTreeSet<u64> = (0..count).collect();
-        let all_there = poll_until(timeout, || {
-            std::future::ready(self.ow.delivered().0.len() as u64 >= count)
-        })
-        .await;
+        let all_there = poll_until(timeout, || self.ow.delivered().0.len() as u64 >= count).await;
         let (seen, duplicates) = self.ow.delivered();
         if !all_there {
             let missing: Vec<u64> = expected.difference(&seen).take(20).copied().collect();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::wait::poll_until;
+use test_support::{http_client, poll_until, poll_until_async};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_mqtt-whisk-provider");
 /// Deadline for announcing the HTTP port, and for `run_to_exit`.
@@ -94,7 +94,7 @@ impl Daemon {
             http_port: 0,
             lines,
             readers,
-            http: http_client(),
+            http: http_client(HTTP_TIMEOUT),
         };
         daemon.wait_for_http_port().await;
         daemon
@@ -110,7 +110,7 @@ impl Daemon {
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self, timeout: Duration) {
         let last = RefCell::new(None);
-        let ready = poll_until(timeout, || async {
+        let ready = poll_until_async(timeout, || async {
             let answer = self.try_get("/readyz").await.map_err(|e| e.to_string());
             let ready = matches!(answer, Ok((200, _)));
             *last.borrow_mut() = Some(answer);
@@ -150,13 +150,8 @@ impl Daemon {
     /// Waits until a printed line contains `needle`.
     pub async fn wait_for_log(&self, needle: &str, timeout: Duration) {
         let found = poll_until(timeout, || {
-            let found = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|line| line.contains(needle));
-            std::future::ready(found)
+            let lines = self.lines.lock().unwrap();
+            lines.iter().any(|line| line.contains(needle))
         })
         .await;
         assert!(
@@ -188,7 +183,7 @@ impl Daemon {
 
     /// Waits for the daemon to exit (and for its last output), panicking after `timeout`.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        poll_until(timeout, || std::future::ready(self.try_reap().is_some())).await;
+        poll_until(timeout, || self.try_reap().is_some()).await;
         let Some(status) = self.exit_status else {
             panic!(
                 "the daemon (pid {}) did not exit within {timeout:?}\n{}",
@@ -218,7 +213,7 @@ impl Daemon {
     /// Waits (boundedly) for the output threads to reach EOF after an exit.
     async fn drain_output(&self) {
         let finished = || self.readers.iter().all(|reader| reader.is_finished());
-        poll_until(OUTPUT_DRAIN_TIMEOUT, || std::future::ready(finished())).await;
+        poll_until(OUTPUT_DRAIN_TIMEOUT, finished).await;
     }
 
     async fn try_get(&self, path: &str) -> Result<(u16, String), reqwest::Error> {
@@ -239,7 +234,7 @@ impl Daemon {
                 .unwrap()
                 .iter()
                 .find_map(|line| http_port(line));
-            std::future::ready(port.is_some() || self.try_reap().is_some())
+            port.is_some() || self.try_reap().is_some()
         })
         .await;
         if let Some(port) = port {
@@ -279,19 +274,6 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
     }
-}
-
-/// A reqwest client for loopback HTTP: no proxy, a 10 s timeout.
-///
-/// The crate's own reqwest features (shared with the tests) include rustls without a crypto
-/// provider, and building a client then panics unless one is installed: this installs ring's.
-pub fn http_client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(HTTP_TIMEOUT)
-        .build()
-        .expect("build an HTTP client")
 }
 
 /// Runs the binary to completion (`--help`, `--check`, configuration errors) with only

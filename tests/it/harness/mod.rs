@@ -1,25 +1,29 @@
-//! Test harness: a real Mosquitto ([`Broker`]), an MQTT [`Publisher`], a faithful fake
-//! OpenWhisk controller ([`FakeOpenWhisk`]) and the real daemon binary ([`Daemon`]).
+//! Test harness: a real Mosquitto ([`Broker`]) or nats-server ([`NatsServer`]), an MQTT
+//! [`Publisher`], a faithful fake OpenWhisk controller ([`FakeOpenWhisk`]) and the real
+//! daemon binary ([`Daemon`]).
 //!
 //! Every piece picks its own free port and temporary directory, so tests can run in
 //! parallel, and stops whatever it started when dropped. Tests wait on conditions with a
-//! deadline ([`wait_until`]), never on fixed sleeps.
-// A test binary warns about every helper that some test module does not use (yet).
-#![allow(dead_code)]
+//! deadline ([`wait_until`]), never on fixed sleeps. What the benchmark needs as well
+//! (child processes, waits, ids, the HTTP client) comes from the `test-support` crate.
 
 mod broker;
 mod daemon;
 mod fake_openwhisk;
+mod mqtt_broker;
+mod mqtt_client;
+mod nats_server;
 mod publisher;
 mod scripted_broker;
-mod wait;
 
-pub use broker::{Broker, BrokerOptions};
-// Some of these are named by no test yet (only used through type inference).
-#[allow(unused_imports)]
-pub use daemon::{Daemon, Output, http_client, run_to_exit};
+pub use broker::{Broker, BrokerOptions, Mosquitto};
+pub use daemon::{Daemon, run_to_exit};
 pub use fake_openwhisk::{FakeOpenWhisk, Fault, RecordedFire, delivered_sequence_numbers};
+pub use mqtt_broker::{BrokerProgram, MqttBroker};
+pub use mqtt_client::{Down, connect_persistent, next_publish, queue_across_a_restart, subscribe};
+pub use nats_server::{Nats, NatsOptions, NatsServer};
 pub use publisher::Publisher;
 pub use scripted_broker::{ScriptedBroker, publish};
-#[allow(unused_imports)]
-pub use wait::{poll_until, unique_id, wait_until, wait_until_async};
+pub use test_support::{
+    RssSampler, http_client, poll_until, rss_bytes, unique_id, wait_until, wait_until_async,
+};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::runtime::Runtime;
 
-use super::wait::poll_until;
+use test_support::poll_until;
 
 /// Requests that may wait for the event loop: enough for a burst of 100,000 publishes.
 const REQUEST_CHANNEL_CAPACITY: usize = 200_000;
@@ -83,7 +83,7 @@ impl Publisher {
             runtime: Some(runtime),
         };
         let connected = poll_until(CONNECT_TIMEOUT, || {
-            std::future::ready(publisher.progress.connected.load(Ordering::SeqCst))
+            publisher.progress.connected.load(Ordering::SeqCst)
         })
         .await;
         assert!(
@@ -109,7 +109,7 @@ impl Publisher {
     pub async fn wait_all_acked(&self, timeout: Duration) {
         let sent = self.sent.load(Ordering::SeqCst);
         let all_acked = poll_until(timeout, || {
-            std::future::ready(self.progress.acked.load(Ordering::SeqCst) >= sent)
+            self.progress.acked.load(Ordering::SeqCst) >= sent
         })
         .await;
         assert!(
