@@ -36,7 +36,7 @@ async fn a_backlog_drains_at_the_fires_per_minute_limit() {
     // Three minutes' allowance: at most a partial minute, two full ones and one to spare.
     let deadline = Duration::from_secs(5 * 60);
     let all_in = poll_until(deadline, || {
-        std::future::ready(scenario.ow.delivered().0.len() as u64 >= READINGS)
+        scenario.ow.delivered().0.len() as u64 >= READINGS
     })
     .await;
 
