@@ -113,6 +113,12 @@ impl Session {
                     pkid: publish.pkid,
                     fingerprint: fingerprint(&publish),
                 };
+                let same =
+                    |queued: &Ack| queued.pkid == ack.pkid && queued.fingerprint == ack.fingerprint;
+                if state.queued.iter().any(same) {
+                    // Fired and accepted; its ack is about to be written, and covers both.
+                    return Receipt::InPipeline;
+                }
                 let written = state.written.iter().rev().find(|written| {
                     written.ack.pkid == ack.pkid && written.ack.fingerprint == ack.fingerprint
                 });
@@ -267,6 +273,19 @@ mod tests {
         let mut written = Vec::new();
         session.take_queued(&mut written);
         session.remember_written(&written);
+    }
+
+    #[test]
+    fn a_copy_of_a_message_whose_ack_is_not_written_yet_is_not_forwarded_again() {
+        let (session, mut seq) = (Session::default(), 0);
+        session.connected(false);
+        let first = new_message(&session, publish(5, "a", false), &mut seq);
+        session.ack(&first);
+        assert!(matches!(
+            session.receive(publish(5, "a", true), &mut seq),
+            Receipt::InPipeline
+        ));
+        assert_eq!(queued(&session), [5], "one ack, for both copies");
     }
 
     #[test]
