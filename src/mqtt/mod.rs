@@ -83,7 +83,6 @@ pub struct MqttSource {
     /// Receipts numbered so far.
     seq: u64,
     subscribed_once: bool,
-    clean_session: bool,
     keep_alive: Duration,
     /// When back-pressure was last logged.
     stall_logged: Option<Instant>,
@@ -132,7 +131,6 @@ impl MqttSource {
             reconnects: Reconnects::new(&config.client_id),
             seq: 0,
             subscribed_once: false,
-            clean_session: config.clean_session,
             keep_alive: config.keep_alive,
             stall_logged: None,
         };
@@ -241,7 +239,7 @@ impl MqttSource {
         }
         let message = match self.session.receive(publish, &mut self.seq) {
             Receipt::New(message) => message,
-            Receipt::InPipeline | Receipt::Acked | Receipt::AckLost => {
+            Receipt::InPipeline | Receipt::AlreadyAccepted => {
                 self.metrics.message_redelivered();
                 return true;
             }
@@ -348,11 +346,13 @@ impl MqttSource {
             failed_attempts,
             "connected to the MQTT broker"
         );
-        self.session.connected(session_present);
-        if !session_present && self.subscribed_once && !self.clean_session {
-            tracing::warn!(
-                "the broker started a new session: what it held for the provider is gone (restarted without persistence, or the session expired)"
-            );
+        if !session_present {
+            if self.subscribed_once {
+                tracing::warn!(
+                    "the broker started a new session: what it held for the provider is gone (restarted without persistence, or the session expired)"
+                );
+            }
+            self.session.start_new();
         }
         // A resumed session keeps its subscriptions, and subscribing again would make the
         // broker resend every retained message. Subscribe on a new session, and once per

@@ -37,27 +37,14 @@ pub(super) struct Ack {
     fingerprint: u64,
 }
 
-/// An ack as written, and on which connection of the session.
-#[derive(Clone, Copy)]
-struct Written {
-    ack: Ack,
-    connection: u64,
-}
-
 /// What the source should do with a publish.
 pub(super) enum Receipt {
     /// Forward it.
     New(Message),
     /// A copy of a message that is still being fired: its first copy's ack covers both.
     InPipeline,
-    /// A copy of a message acked on this connection, sent before the broker read the ack
-    /// (nats-server resends after its `ack_wait` on the same connection). The broker
-    /// has the ack and may already have given the packet id to another message, so
-    /// acking the copy would ack that one: it is left alone.
-    Acked,
-    /// A copy of a message acked on an earlier connection, whose ack was lost with it:
-    /// acked again, without a fire.
-    AckLost,
+    /// A copy of a message already accepted, whose ack the connection lost: acked again.
+    AlreadyAccepted,
 }
 
 /// The session state shared by the source and the fire tasks.
@@ -76,9 +63,7 @@ struct State {
     /// Packet ids of this session's messages that are forwarded and not yet acked.
     in_pipeline: PacketIds,
     /// The last acks written, oldest first.
-    written: VecDeque<Written>,
-    /// Connections made so far, this one included.
-    connection: u64,
+    written: VecDeque<Ack>,
 }
 
 impl Session {
@@ -88,17 +73,13 @@ impl Session {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A connection was made. Unless it resumed the session, every packet id received
-    /// so far is void.
-    pub fn connected(&self, session_present: bool) {
+    /// The broker started a new session: every packet id received so far is void.
+    pub fn start_new(&self) {
         let mut state = self.lock();
-        state.connection += 1;
-        if !session_present {
-            state.epoch += 1;
-            state.queued.clear();
-            state.in_pipeline.clear();
-            state.written.clear();
-        }
+        state.epoch += 1;
+        state.queued.clear();
+        state.in_pipeline.clear();
+        state.written.clear();
     }
 
     /// Sorts a publish of the current session; `seq` numbers the new ones.
@@ -109,26 +90,14 @@ impl Session {
                 return Receipt::InPipeline;
             }
             if publish.dup {
-                let ack = Ack {
-                    pkid: publish.pkid,
-                    fingerprint: fingerprint(&publish),
-                };
-                let same =
-                    |queued: &Ack| queued.pkid == ack.pkid && queued.fingerprint == ack.fingerprint;
-                if state.queued.iter().any(same) {
-                    // Fired and accepted; its ack is about to be written, and covers both.
-                    return Receipt::InPipeline;
-                }
-                let written = state.written.iter().rev().find(|written| {
-                    written.ack.pkid == ack.pkid && written.ack.fingerprint == ack.fingerprint
-                });
-                match written.map(|written| written.connection) {
-                    Some(on) if on == state.connection => return Receipt::Acked,
-                    Some(_) => {
-                        state.queued.push(ack);
-                        return Receipt::AckLost;
-                    }
-                    None => {}
+                let fingerprint = fingerprint(&publish);
+                let acked = |ack: &Ack| ack.pkid == publish.pkid && ack.fingerprint == fingerprint;
+                if state.written.iter().any(acked) {
+                    state.queued.push(Ack {
+                        pkid: publish.pkid,
+                        fingerprint,
+                    });
+                    return Receipt::AlreadyAccepted;
                 }
             }
             state.in_pipeline.insert(publish.pkid);
@@ -167,9 +136,7 @@ impl Session {
     /// Remembers acks just written, so that a redelivery after a lost ack is recognised.
     pub fn remember_written(&self, acks: &[Ack]) {
         let mut state = self.lock();
-        let connection = state.connection;
-        let written = acks.iter().map(|&ack| Written { ack, connection });
-        state.written.extend(written);
+        state.written.extend(acks.iter().copied());
         let excess = state.written.len().saturating_sub(REMEMBERED_ACKS);
         state.written.drain(..excess);
     }
@@ -237,7 +204,7 @@ mod tests {
     #[test]
     fn a_copy_of_a_message_in_the_pipeline_is_not_forwarded_again() {
         let (session, mut seq) = (Session::default(), 0);
-        session.connected(false);
+        session.start_new();
         let first = new_message(&session, publish(7, "a", false), &mut seq);
         assert!(matches!(
             session.receive(publish(7, "a", true), &mut seq),
@@ -251,14 +218,14 @@ mod tests {
     #[test]
     fn acks_survive_a_resumed_session_but_not_a_new_one() {
         let (session, mut seq) = (Session::default(), 0);
-        session.connected(false);
+        session.start_new();
         let before = new_message(&session, publish(1, "a", false), &mut seq);
         // A reconnect that resumed the session changes nothing here.
         assert!(session.ack(&before));
         assert_eq!(queued(&session), [1]);
 
         let old = new_message(&session, publish(2, "b", false), &mut seq);
-        session.connected(false);
+        session.start_new();
         let new = new_message(&session, publish(2, "c", false), &mut seq);
         assert!(!session.ack(&old), "packet id 2 names another message now");
         assert!(queued(&session).is_empty());
@@ -266,55 +233,19 @@ mod tests {
         assert_eq!(queued(&session), [2]);
     }
 
-    /// Receives, acks and writes the ack of a message with packet id `pkid`.
-    fn acked(session: &Session, pkid: u16, payload: &str, seq: &mut u64) {
-        let message = new_message(session, publish(pkid, payload, false), seq);
+    #[test]
+    fn a_redelivery_after_a_lost_ack_is_acked_again_only_if_it_is_the_same_message() {
+        let (session, mut seq) = (Session::default(), 0);
+        session.start_new();
+        let message = new_message(&session, publish(3, "a", false), &mut seq);
         session.ack(&message);
         let mut written = Vec::new();
         session.take_queued(&mut written);
         session.remember_written(&written);
-    }
-
-    #[test]
-    fn a_copy_of_a_message_whose_ack_is_not_written_yet_is_not_forwarded_again() {
-        let (session, mut seq) = (Session::default(), 0);
-        session.connected(false);
-        let first = new_message(&session, publish(5, "a", false), &mut seq);
-        session.ack(&first);
-        assert!(matches!(
-            session.receive(publish(5, "a", true), &mut seq),
-            Receipt::InPipeline
-        ));
-        assert_eq!(queued(&session), [5], "one ack, for both copies");
-    }
-
-    #[test]
-    fn a_copy_of_a_message_acked_on_this_connection_is_neither_fired_nor_acked() {
-        let (session, mut seq) = (Session::default(), 0);
-        session.connected(false);
-        acked(&session, 3, "a", &mut seq);
-        // Sent before the broker read the ack; it may have given 3 to another message.
-        assert!(matches!(
-            session.receive(publish(3, "a", true), &mut seq),
-            Receipt::Acked
-        ));
-        assert!(
-            queued(&session).is_empty(),
-            "acking it would ack another message"
-        );
-    }
-
-    #[test]
-    fn a_redelivery_after_a_lost_ack_is_acked_again_only_if_it_is_the_same_message() {
-        let (session, mut seq) = (Session::default(), 0);
-        session.connected(false);
-        acked(&session, 3, "a", &mut seq);
-        // The connection died with the ack; the session was resumed.
-        session.connected(true);
 
         assert!(matches!(
             session.receive(publish(3, "a", true), &mut seq),
-            Receipt::AckLost
+            Receipt::AlreadyAccepted
         ));
         assert_eq!(queued(&session), [3]);
         // The broker reused packet id 3 for another message.

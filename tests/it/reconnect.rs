@@ -31,6 +31,20 @@ fn closed_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+/// A provider whose broker address has nothing listening.
+async fn spawn_without_broker() -> Daemon {
+    let url = format!("mqtt://127.0.0.1:{}", closed_port());
+    let env = [
+        ("MQTT_URL", url),
+        ("MQTT_TOPICS", "dc1/#".to_owned()),
+        ("MQTT_CLIENT_ID", unique_id("provider")),
+        ("OW_API_HOST", "http://127.0.0.1:9".to_owned()),
+        ("OW_AUTH", "u:k".to_owned()),
+        ("OW_TRIGGER", "t".to_owned()),
+    ];
+    Daemon::spawn(&env).await
+}
+
 async fn reconnects(daemon: &Daemon) -> f64 {
     daemon
         .metric("mqtt_whisk_mqtt_reconnects_total")
@@ -102,16 +116,7 @@ async fn a_message_over_the_packet_limit_backs_off_instead_of_reconnecting_at_on
 
 #[tokio::test]
 async fn an_unreachable_broker_is_logged_at_once_and_then_once_per_interval() {
-    let url = format!("mqtt://127.0.0.1:{}", closed_port());
-    let env = [
-        ("MQTT_URL", url),
-        ("MQTT_TOPICS", "dc1/#".to_owned()),
-        ("MQTT_CLIENT_ID", unique_id("provider")),
-        ("OW_API_HOST", "http://127.0.0.1:9".to_owned()),
-        ("OW_AUTH", "u:k".to_owned()),
-        ("OW_TRIGGER", "t".to_owned()),
-    ];
-    let provider = Daemon::spawn(&env).await;
+    let provider = spawn_without_broker().await;
     wait_until("several failed attempts", DEADLINE, || {
         lines_at(&provider, "DEBUG", "MQTT broker still unreachable").len() >= 4
     })
@@ -165,16 +170,7 @@ async fn refused_credentials_are_an_error_with_the_hint_before_the_first_connect
 
 #[tokio::test]
 async fn sigterm_while_waiting_to_reconnect_exits_at_once() {
-    let url = format!("mqtt://127.0.0.1:{}", closed_port());
-    let env = [
-        ("MQTT_URL", url),
-        ("MQTT_TOPICS", "dc1/#".to_owned()),
-        ("MQTT_CLIENT_ID", unique_id("provider")),
-        ("OW_API_HOST", "http://127.0.0.1:9".to_owned()),
-        ("OW_AUTH", "u:k".to_owned()),
-        ("OW_TRIGGER", "t".to_owned()),
-    ];
-    let mut provider = Daemon::spawn(&env).await;
+    let mut provider = spawn_without_broker().await;
     wait_until("a retry at least 4 s away", DEADLINE, || {
         provider.logs().iter().any(|line| {
             serde_json::from_str::<Value>(line)
