@@ -9,8 +9,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use test_support::port_is_free;
-use test_support::{find_binary, free_port, guarded_command, poll_until, poll_until_async};
+use test_support::{
+    find_binary, free_port, guarded_command, poll_until, poll_until_async, port_is_free,
+};
 use tokio::process::Child;
 
 /// How long a broker may take to start listening, or to exit after a signal.
