@@ -192,17 +192,7 @@ async fn a_batch_over_openwhisks_limit_is_split_and_only_a_reading_too_large_alo
     assert_eq!(scenario.ow.delivered().1, 0, "no part was sent twice");
 
     // Every part was acknowledged: a restart with the same session brings nothing back.
-    drop(provider);
-    let before = scenario.ow.fires().len();
-    let _again = scenario.spawn_provider().await;
-    publisher
-        .publish("dc1/sensors/after", "1", QoS::AtLeastOnce, false)
-        .await;
-    wait_until("the new message", DEADLINE, || {
-        scenario.ow.fires().len() > before
-    })
-    .await;
-    let after: Vec<_> = scenario.ow.fires().into_iter().skip(before).collect();
+    let (_again, after) = scenario.fires_after_a_restart(provider, &publisher).await;
     let topics: Vec<&Value> = after
         .iter()
         .flat_map(|fire| fire.body["messages"].as_array().unwrap())

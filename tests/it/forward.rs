@@ -221,17 +221,7 @@ async fn messages_that_can_never_be_accepted_are_logged_counted_acked_and_the_st
     );
 
     // Acknowledged: a restart with the same session brings none of them back.
-    drop(provider);
-    let before = scenario.ow.fires().len();
-    let _again = scenario.spawn_provider().await;
-    publisher
-        .publish("dc1/sensors/after", "1", QoS::AtLeastOnce, false)
-        .await;
-    wait_until("the new message", DEADLINE, || {
-        scenario.ow.fires().len() > before
-    })
-    .await;
-    let after: Vec<_> = scenario.ow.fires().into_iter().skip(before).collect();
+    let (_again, after) = scenario.fires_after_a_restart(provider, &publisher).await;
     assert!(
         after.iter().all(|f| f.body["topic"] == "dc1/sensors/after"),
         "{after:?}"

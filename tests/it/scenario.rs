@@ -9,7 +9,7 @@ use rumqttc::QoS;
 
 use crate::harness::{
     Broker, BrokerOptions, BrokerProgram, Daemon, FakeOpenWhisk, Mosquitto, MqttBroker, Nats,
-    NatsOptions, NatsServer, Publisher, poll_until, unique_id,
+    NatsOptions, NatsServer, Publisher, RecordedFire, poll_until, unique_id, wait_until,
 };
 
 pub const TRIGGER: &str = "addReadingToDbTrigger";
@@ -84,6 +84,30 @@ impl<P: BrokerProgram> Scenario<P> {
             .wait_for_log("\"subscribed\"", Duration::from_secs(30))
             .await;
         daemon
+    }
+
+    /// Stops `provider`, starts another on the same session and publishes one reading on
+    /// `dc1/sensors/after`: every fire from then until that reading's. What the first
+    /// provider acknowledged must not be among them.
+    pub async fn fires_after_a_restart(
+        &self,
+        provider: Daemon,
+        publisher: &Publisher,
+    ) -> (Daemon, Vec<RecordedFire>) {
+        drop(provider);
+        let before = self.ow.fires().len();
+        let again = self.spawn_provider().await;
+        publisher
+            .publish("dc1/sensors/after", "1", QoS::AtLeastOnce, false)
+            .await;
+        wait_until(
+            "the reading after the restart",
+            Duration::from_secs(60),
+            || self.ow.fires().len() > before,
+        )
+        .await;
+        let after = self.ow.fires().into_iter().skip(before).collect();
+        (again, after)
     }
 
     pub async fn publisher(&self) -> Publisher {
