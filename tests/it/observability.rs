@@ -7,7 +7,7 @@ use rumqttc::QoS;
 use serde_json::Value;
 
 use crate::harness::{BrokerOptions, Daemon, Fault, wait_until, wait_until_async};
-use crate::scenario::{Scenario, TRIGGER, publish_readings};
+use crate::scenario::{Scenario, TRIGGER, password_file_config, publish_readings};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -79,18 +79,10 @@ async fn metrics_count_a_known_workload_exactly() {
 #[tokio::test]
 async fn every_log_line_is_a_json_object_and_no_secret_is_ever_written() {
     let dir = tempfile::tempdir().unwrap();
-    let passwords = dir.path().join("passwords");
-    let status = std::process::Command::new("mosquitto_passwd")
-        .args(["-c", "-b"])
-        .arg(&passwords)
-        .args(["dc1", "BROKER-PASSWORD-42"])
-        .status()
-        .expect("mosquitto_passwd runs");
-    assert!(status.success());
     // Anonymous publishers stay allowed; a client that names a user must match the file.
     let mut scenario = Scenario::with_broker(BrokerOptions {
         max_queued_messages: Some(0),
-        extra_config: format!("password_file {}\n", passwords.display()),
+        extra_config: password_file_config(dir.path(), "dc1", "BROKER-PASSWORD-42"),
         ..BrokerOptions::default()
     })
     .await;

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use crate::harness::{BrokerOptions, Daemon, unique_id, wait_until};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, password_file_config};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 /// How long each loop below is left to run: the scenario itself, not a synchronisation.
@@ -136,16 +136,8 @@ async fn an_unreachable_broker_is_logged_at_once_and_then_once_per_interval() {
 #[tokio::test]
 async fn refused_credentials_are_an_error_with_the_hint_before_the_first_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let passwords = dir.path().join("passwords");
-    let status = std::process::Command::new("mosquitto_passwd")
-        .args(["-c", "-b"])
-        .arg(&passwords)
-        .args(["dc1", "RIGHT-PASSWORD"])
-        .status()
-        .expect("mosquitto_passwd runs");
-    assert!(status.success());
     let mut scenario = Scenario::with_broker(BrokerOptions {
-        extra_config: format!("password_file {}\n", passwords.display()),
+        extra_config: password_file_config(dir.path(), "dc1", "RIGHT-PASSWORD"),
         ..BrokerOptions::default()
     })
     .await;

@@ -161,3 +161,17 @@ pub async fn publish_readings(publisher: &Publisher, range: std::ops::Range<u64>
     }
     publisher.wait_all_acked(Duration::from_secs(60)).await;
 }
+
+/// Mosquitto configuration that checks a client naming a user against a password file
+/// (made in `dir`) holding `user` with `password`; anonymous clients stay allowed.
+pub fn password_file_config(dir: &std::path::Path, user: &str, password: &str) -> String {
+    let passwords = dir.join("passwords");
+    let status = std::process::Command::new("mosquitto_passwd")
+        .args(["-c", "-b"])
+        .arg(&passwords)
+        .args([user, password])
+        .status()
+        .expect("mosquitto_passwd runs");
+    assert!(status.success(), "mosquitto_passwd failed: {status}");
+    format!("password_file {}\n", passwords.display())
+}
