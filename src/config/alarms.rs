@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::names::check_entity_name;
 use super::raw::RawEnv;
-use super::{Problems, json_kind};
+use super::{Problems, entry_string, json_kind};
 use crate::redact::redacted;
 use crate::schedule::{Schedule, rfc3339};
 
@@ -170,12 +170,30 @@ pub(super) fn parse_alarms(
                 "unknown key (a typo?); an alarm has name, cron, trigger, timezone and payload",
             );
         }
-        let name = entry_string(&entry, "name", &name_variable, problems);
-        let cron = entry_string(&entry, "cron", &vars.cron, problems);
-        let trigger = entry_string(&entry, "trigger", &vars.trigger, problems);
+        let name = entry_string(
+            &entry,
+            "name",
+            &name_variable,
+            "\"nightly-aggregates\"",
+            problems,
+        );
+        let cron = entry_string(&entry, "cron", &vars.cron, "\"0 3 * * *\"", problems);
+        let trigger = entry_string(
+            &entry,
+            "trigger",
+            &vars.trigger,
+            "\"aggregatesTrigger\"",
+            problems,
+        );
         let timezone = match entry.get("timezone") {
             None | Some(Value::Null) => None,
-            Some(_) => entry_string(&entry, "timezone", &vars.timezone, problems),
+            Some(_) => entry_string(
+                &entry,
+                "timezone",
+                &vars.timezone,
+                "\"Europe/Rome\"",
+                problems,
+            ),
         };
         let payload = entry.remove("payload").filter(|p| !p.is_null());
         if let Some(name) = &name {
@@ -290,38 +308,6 @@ fn validate(settings: Settings<'_>, vars: &Variables, problems: &mut Problems) -
         trigger: settings.trigger?.to_owned(),
         payload,
     })
-}
-
-/// A required, non-empty string field of an `ALARMS` entry, trimmed.
-fn entry_string(
-    entry: &Map<String, Value>,
-    key: &str,
-    variable: &str,
-    problems: &mut Problems,
-) -> Option<String> {
-    match entry.get(key) {
-        Some(Value::String(text)) if !text.trim().is_empty() => Some(text.trim().to_owned()),
-        Some(Value::String(_)) => {
-            problems.push(variable, "must not be empty");
-            None
-        }
-        Some(other) => {
-            problems.push(
-                variable,
-                &format!("expected a string, got {}", json_kind(other)),
-            );
-            None
-        }
-        None => {
-            let example = match key {
-                "name" => "\"nightly-aggregates\"",
-                "cron" => "\"0 3 * * *\"",
-                _ => "\"aggregatesTrigger\"",
-            };
-            problems.push(variable, &format!("required, e.g. {example}"));
-            None
-        }
-    }
 }
 
 /// The message for a zone chrono-tz does not know, with the right spelling when only

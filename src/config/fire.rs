@@ -1,4 +1,4 @@
-//! The fire section: the message trigger, the data center's parameters, concurrency,
+//! The fire section: the data center's parameters, concurrency,
 //! batching and the payload limit.
 
 use std::ops::RangeInclusive;
@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::names::check_entity_name;
 use super::raw::RawEnv;
 use super::{Problems, json_object};
 
@@ -25,7 +24,6 @@ pub(crate) const MESSAGE_KEYS: &[&str] = &[
 
 #[derive(Debug)]
 pub struct FireConfig {
-    pub trigger: String,
     /// Added to every message fire: the data center's own parameters.
     pub params: Map<String, Value>,
     pub concurrency: usize,
@@ -38,13 +36,6 @@ pub struct FireConfig {
 }
 
 pub(super) fn parse(raw: &RawEnv, problems: &mut Problems) -> FireConfig {
-    let trigger = problems
-        .required("OW_TRIGGER", raw.get("OW_TRIGGER"), "addReadingToDbTrigger")
-        .unwrap_or_default()
-        .to_owned();
-    if !trigger.is_empty() {
-        check_entity_name(problems, "OW_TRIGGER", &trigger, "trigger");
-    }
     let params = json_object(problems, "FIRE_PARAMS", raw.get("FIRE_PARAMS"));
     for key in params.keys().filter(|k| MESSAGE_KEYS.contains(&k.as_str())) {
         problems.push(
@@ -91,7 +82,6 @@ pub(super) fn parse(raw: &RawEnv, problems: &mut Problems) -> FireConfig {
     );
     check_room_for_a_reading(&params, max_payload_bytes, problems);
     FireConfig {
-        trigger,
         params,
         concurrency,
         timeout: Duration::from_secs(timeout),

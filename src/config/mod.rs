@@ -6,6 +6,7 @@
 
 mod alarms;
 mod check;
+mod feed;
 mod files;
 mod fire;
 mod mqtt;
@@ -14,21 +15,25 @@ mod names;
 mod openwhisk;
 mod problems;
 mod raw;
+mod routes;
 mod variables;
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use alarms::Alarm;
 pub use check::render_check;
+pub use feed::FeedConfig;
 pub use fire::FireConfig;
 #[cfg(test)]
 pub(crate) use fire::MESSAGE_KEYS;
-pub use mqtt::{Credentials, MqttConfig, MqttTls};
+pub use mqtt::{BrokerUrl, Credentials, MqttConfig, MqttTls, Spellings};
 pub use openwhisk::{ApiKey, OpenWhiskConfig};
 pub use problems::{ConfigError, Problem};
-use problems::{Problems, json_kind, json_object};
+use problems::{Problems, entry_string, json_kind, json_object};
 use raw::RawEnv;
+pub use routes::{StaticRoute, filter_error};
 pub use variables::{UnknownVariable, help_text, unknown_variables};
 
 /// The whole configuration, validated.
@@ -38,6 +43,15 @@ pub struct Config {
     /// `None` only in `--dry-run` without `OW_API_HOST`/`OW_AUTH`.
     pub openwhisk: Option<OpenWhiskConfig>,
     pub fire: FireConfig,
+    /// The routes of `MQTT_TOPICS` + `OW_TRIGGER` and of `ROUTES`; the feed adds more at
+    /// run time.
+    pub routes: Vec<StaticRoute>,
+    /// `STATE_DIR`: where state that must survive a restart lives; the feed API is served
+    /// only with it.
+    pub state_dir: Option<PathBuf>,
+    pub feed: FeedConfig,
+    /// `STATE_KEY` (or `STATE_KEY_FILE`): encrypts the registry's API keys.
+    pub state_key: Option<secrecy::SecretString>,
     /// The cron alarms: the one of `ALARM_CRON` first, then those of `ALARMS`; possibly
     /// none.
     pub alarms: Vec<Alarm>,
@@ -70,10 +84,19 @@ impl Config {
 }
 
 fn parse(raw: &RawEnv, dry_run: bool, problems: &mut Problems) -> Config {
+    let mqtt = mqtt::parse(raw, problems);
+    let openwhisk = openwhisk::parse(raw, dry_run, problems);
+    let state_dir = feed::state_dir(raw, problems);
+    let namespace = openwhisk.as_ref().map_or("_", |ow| ow.namespace.as_str());
+    let routes = routes::parse(raw, &mqtt.topics, namespace, state_dir.is_some(), problems);
     Config {
-        mqtt: mqtt::parse(raw, problems),
-        openwhisk: openwhisk::parse(raw, dry_run, problems),
+        mqtt,
+        openwhisk,
         fire: fire::parse(raw, problems),
+        routes,
+        feed: feed::parse(raw, state_dir.is_some(), problems),
+        state_key: raw.get("STATE_KEY").map(|key| key.to_owned().into()),
+        state_dir,
         alarms: alarms::parse(raw, problems),
         single_alarm: raw.get("ALARM_CRON").is_some(),
         http_port: problems.parse_in(

@@ -1,5 +1,6 @@
 //! The MQTT section: broker URL, topic filters, session, credentials and TLS material.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
@@ -12,12 +13,15 @@ use super::Problems;
 use super::files::read_bounded;
 use super::mqtt_limits::{Encoding, MAX_PACKET_BYTES, check_packets_fit, fits_a_string};
 use super::raw::RawEnv;
+use super::routes::filter_error;
 
-#[derive(Debug)]
+/// How to reach the broker and as whom; cloned (with another host, credentials and
+/// client id) for each connection a feed registration needs.
+#[derive(Debug, Clone)]
 pub struct MqttConfig {
     pub host: String,
     pub port: u16,
-    pub tls: Option<MqttTls>,
+    pub tls: Option<Arc<MqttTls>>,
     pub topics: Vec<String>,
     /// QoS as configured (0..=2); see `mqtt::subscription_qos` for what is subscribed.
     pub qos: u8,
@@ -37,7 +41,7 @@ pub struct MqttTls {
     pub client_auth: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Credentials {
     pub username: String,
     pub password: Option<SecretString>,
@@ -84,28 +88,25 @@ pub(super) fn parse(raw: &RawEnv, problems: &mut Problems) -> MqttConfig {
     );
     let mut url_credentials = None;
     if let Some(url) = problems.required("MQTT_URL", raw.get("MQTT_URL"), "mqtt://mosquitto:1883") {
-        match mqtt_url(url) {
+        match BrokerUrl::parse(url, Spellings::MqttUrl) {
             Ok(parsed) => {
                 config.host = parsed.host;
                 config.port = parsed.port;
-                config.tls = parsed.tls.then(MqttTls::default);
+                config.tls = parsed.tls.then(Arc::default);
                 url_credentials = parsed.credentials;
             }
             Err(message) => problems.push("MQTT_URL", &message),
         }
     }
-    if let Some(topics) = problems.required("MQTT_TOPICS", raw.get("MQTT_TOPICS"), "dc1/sensors/#")
-    {
+    // Required unless ROUTES or the feed give routes: see `routes`.
+    if let Some(topics) = raw.get("MQTT_TOPICS") {
         config.topics = topics.split(',').map(|t| t.trim().to_owned()).collect();
         for (index, topic) in config.topics.iter().enumerate() {
             let part = format!("filter {}", index + 1);
             if !fits_a_string(problems, "MQTT_TOPICS", Some(&part), topic, Encoding::Utf8) {
                 strings_fit = false;
-            } else if topic.is_empty() || !rumqttc::valid_filter(topic) {
-                problems.push(
-                    "MQTT_TOPICS",
-                    &format!("{topic:?} is not a valid topic filter (+ must fill a whole level, # must be the last level)"),
-                );
+            } else if let Some(error) = filter_error(topic) {
+                problems.push("MQTT_TOPICS", &format!("{topic:?} is {error}"));
             }
         }
     }
@@ -117,7 +118,7 @@ pub(super) fn parse(raw: &RawEnv, problems: &mut Problems) -> MqttConfig {
         raw.get("MQTT_CLIENT_KEY_FILE"),
     ];
     if let Some(tls) = config.tls.as_mut() {
-        *tls = tls_material(raw, problems);
+        *tls = Arc::new(tls_material(raw, problems));
     } else if tls_files.iter().any(|f| f.is_some()) {
         problems.push("MQTT_URL", "TLS files are set but the URL is not mqtts://");
     }
@@ -213,48 +214,61 @@ fn tls_material(raw: &RawEnv, problems: &mut Problems) -> MqttTls {
     }
 }
 
-/// A parsed `MQTT_URL`.
-struct MqttUrl {
-    host: String,
-    port: u16,
-    tls: bool,
+/// A parsed broker URL (`MQTT_URL`, or a feed registration's `url`).
+pub struct BrokerUrl {
+    /// Lower-cased, without IPv6 brackets.
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
     /// User and optional password from the URL, percent-decoded.
-    credentials: Option<(String, Option<String>)>,
+    pub credentials: Option<(String, Option<String>)>,
 }
 
-/// Parses `mqtt://[user:pass@]host[:port]` or `mqtts://...`. Error messages never repeat
-/// the URL, since it may carry a password.
-fn mqtt_url(text: &str) -> Result<MqttUrl, String> {
-    let url =
-        Url::parse(text).map_err(|e| format!("expected mqtt://[user:pass@]host[:port]: {e}"))?;
-    let (tls, default_port) = match url.scheme() {
-        "mqtt" | "tcp" => (false, 1883),
-        "mqtts" | "ssl" => (true, 8883),
-        other => {
-            return Err(format!(
-                "scheme must be mqtt:// or mqtts://, got {other}://"
-            ));
+/// Which scheme spellings a broker URL may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spellings {
+    /// `MQTT_URL`: `mqtt://`, `mqtts://` and the aliases `tcp://`, `ssl://`.
+    MqttUrl,
+    /// A feed registration's `url`: also `tls://`, and `http://` for plain MQTT, as the
+    /// older feeds' deployments wrote it.
+    Feed,
+}
+
+impl BrokerUrl {
+    /// Parses `mqtt://[user:pass@]host[:port]` or `mqtts://...`. Error messages never
+    /// repeat the URL, since it may carry a password.
+    pub fn parse(text: &str, spellings: Spellings) -> Result<BrokerUrl, String> {
+        let url = Url::parse(text.trim())
+            .map_err(|e| format!("expected mqtt://[user:pass@]host[:port]: {e}"))?;
+        let (tls, default_port) = match (url.scheme(), spellings) {
+            ("mqtt" | "tcp", _) | ("http", Spellings::Feed) => (false, 1883),
+            ("mqtts" | "ssl", _) | ("tls", Spellings::Feed) => (true, 8883),
+            (other, _) => {
+                return Err(format!(
+                    "scheme must be mqtt:// or mqtts://, got {other}://"
+                ));
+            }
+        };
+        let host = match url.host_str() {
+            Some(host) if !host.is_empty() => host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase(),
+            _ => return Err("expected a host, as in mqtt://mosquitto:1883".to_owned()),
+        };
+        if !matches!(url.path(), "" | "/") || url.query().is_some() {
+            return Err("expected no path or query after host[:port]".to_owned());
         }
-    };
-    let host = match url.host_str() {
-        Some(host) if !host.is_empty() => host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned(),
-        _ => return Err("expected a host, as in mqtt://mosquitto:1883".to_owned()),
-    };
-    if !matches!(url.path(), "" | "/") || url.query().is_some() {
-        return Err("expected no path or query after host[:port]".to_owned());
+        let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let credentials = (!url.username().is_empty())
+            .then(|| (decode(url.username()), url.password().map(decode)));
+        Ok(BrokerUrl {
+            host,
+            port: url.port().unwrap_or(default_port),
+            tls,
+            credentials,
+        })
     }
-    let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
-    let credentials =
-        (!url.username().is_empty()).then(|| (decode(url.username()), url.password().map(decode)));
-    Ok(MqttUrl {
-        host,
-        port: url.port().unwrap_or(default_port),
-        tls,
-        credentials,
-    })
 }
 
 fn default_client_id() -> String {
@@ -270,19 +284,41 @@ mod tests {
 
     #[test]
     fn mqtt_url_defaults_ports_by_scheme_and_decodes_credentials() {
-        let plain = mqtt_url("mqtt://mosquitto").unwrap();
+        let plain = BrokerUrl::parse("mqtt://mosquitto", Spellings::MqttUrl).unwrap();
         assert_eq!(
             (plain.host.as_str(), plain.port, plain.tls),
             ("mosquitto", 1883, false)
         );
-        let tls = mqtt_url("mqtts://u%40dc1:p%3Ass@broker:9999").unwrap();
+        let tls =
+            BrokerUrl::parse("mqtts://u%40dc1:p%3Ass@broker:9999", Spellings::MqttUrl).unwrap();
         assert_eq!((tls.port, tls.tls), (9999, true));
         assert_eq!(tls.credentials, Some(("u@dc1".into(), Some("p:ss".into()))));
     }
 
     #[test]
+    fn feed_urls_may_use_the_older_feeds_spellings() {
+        for (url, tls) in [
+            ("http://test:test@mosquitto:1883", false),
+            ("tcp://mosquitto", false),
+            ("tls://mosquitto", true),
+            ("ssl://mosquitto", true),
+        ] {
+            let parsed = BrokerUrl::parse(url, Spellings::Feed).unwrap();
+            assert_eq!(
+                (parsed.host.as_str(), parsed.tls),
+                ("mosquitto", tls),
+                "{url}"
+            );
+        }
+        assert!(BrokerUrl::parse("http://mosquitto", Spellings::MqttUrl).is_err());
+        assert!(BrokerUrl::parse("ws://mosquitto", Spellings::Feed).is_err());
+    }
+
+    #[test]
     fn mqtt_url_errors_never_repeat_the_password() {
-        let error = mqtt_url("http://user:hunter2@broker").err().unwrap();
+        let error = BrokerUrl::parse("http://user:hunter2@broker", Spellings::MqttUrl)
+            .err()
+            .unwrap();
         assert!(error.contains("http://"), "{error}");
         assert!(!error.contains("hunter2"));
     }

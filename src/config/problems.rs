@@ -131,6 +131,35 @@ pub(super) fn json_object(
     }
 }
 
+/// A required, non-empty string field of a JSON array entry (`ALARMS`, `ROUTES`),
+/// trimmed; a problem on `variable` when missing (with `example`), empty or not a string.
+pub(super) fn entry_string(
+    entry: &Map<String, Value>,
+    key: &str,
+    variable: &str,
+    example: &str,
+    problems: &mut Problems,
+) -> Option<String> {
+    match entry.get(key) {
+        Some(Value::String(text)) if !text.trim().is_empty() => Some(text.trim().to_owned()),
+        Some(Value::String(_)) => {
+            problems.push(variable, "must not be empty");
+            None
+        }
+        Some(other) => {
+            problems.push(
+                variable,
+                &format!("expected a string, got {}", json_kind(other)),
+            );
+            None
+        }
+        None => {
+            problems.push(variable, &format!("required, e.g. {example}"));
+            None
+        }
+    }
+}
+
 /// How an error message names the kind of a JSON value ("an array").
 pub(super) fn json_kind(value: &Value) -> &'static str {
     match value {

@@ -58,7 +58,6 @@ fn every_problem_is_reported_at_once_each_naming_its_variable() {
         "MQTT_QOS",
         "OW_API_HOST",
         "OW_AUTH",
-        "OW_TRIGGER",
         "FIRE_PARAMS",
         "FIRE_CONCURRENCY",
         "LOG_FORMAT",
@@ -296,7 +295,7 @@ fn entity_names_are_judged_by_openwhisks_ascii_rule() {
         false,
     )
     .unwrap();
-    assert_eq!(config.fire.trigger, longest);
+    assert_eq!(config.routes[0].trigger, longest);
 }
 
 /// The problems of `vars`, which must not parse (no `Debug` of the whole `Config`,
@@ -476,5 +475,132 @@ fn files_that_never_end_are_a_problem_not_a_hang() {
             "MQTT_CLIENT_CERT_FILE",
             "MQTT_CLIENT_KEY_FILE"
         ]
+    );
+}
+
+/// `vars` without the named variables.
+fn without(names: &[&str], vars: Vec<(OsString, OsString)>) -> Vec<(OsString, OsString)> {
+    let kept = vars
+        .into_iter()
+        .filter(|(name, _)| !names.iter().any(|n| name == n));
+    kept.collect()
+}
+
+#[test]
+fn routes_come_from_mqtt_topics_and_the_routes_table() {
+    let config = Config::from_env(
+        with(&[
+            ("OW_NAMESPACE", "dc1"),
+            (
+                "ROUTES",
+                r#"[{"filter":"dc1/alerts/#","trigger":"alertTrigger"},
+                    {"filter":"dc1/+/door","trigger":"doorTrigger","namespace":"security"}]"#,
+            ),
+        ]),
+        false,
+    )
+    .unwrap();
+    let routes: Vec<(&str, &str, &str)> = config
+        .routes
+        .iter()
+        .map(|r| (r.filter.as_str(), r.namespace.as_str(), r.trigger.as_str()))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            ("dc1/sensors/#", "dc1", "addReadingToDbTrigger"),
+            ("dc1/+/status", "dc1", "addReadingToDbTrigger"),
+            ("dc1/alerts/#", "dc1", "alertTrigger"),
+            ("dc1/+/door", "security", "doorTrigger"),
+        ]
+    );
+    let only_table = without(
+        &["MQTT_TOPICS", "OW_TRIGGER"],
+        with(&[("ROUTES", r#"[{"filter":"a/#","trigger":"t"}]"#)]),
+    );
+    assert_eq!(Config::from_env(only_table, false).unwrap().routes.len(), 1);
+}
+
+#[test]
+fn each_bad_routes_entry_is_named_with_its_field() {
+    let found = problems(with(&[(
+        "ROUTES",
+        r#"[{"filter":"a/#/b","trigger":"t"}, {"trigger":"bad name!"}, 3,
+            {"filter":"x","trigger":"t","namespace":"", "topic":"y"}]"#,
+    )]));
+    assert_eq!(
+        variables_of(&found),
+        [
+            "ROUTES[0].filter",
+            "ROUTES[1].filter",
+            "ROUTES[1].trigger",
+            "ROUTES[2]",
+            "ROUTES[3].topic",
+            "ROUTES[3].namespace",
+        ],
+        "{found:#?}"
+    );
+    let not_array = problems(with(&[("ROUTES", r#"{"filter":"a"}"#)]));
+    assert_eq!(variables_of(&not_array), ["ROUTES"]);
+}
+
+#[test]
+fn mqtt_topics_and_ow_trigger_need_each_other_unless_routes_come_from_elsewhere() {
+    let found = problems(without(&["OW_TRIGGER"], env(MINIMAL)));
+    assert_eq!(variables_of(&found), ["OW_TRIGGER"]);
+    let found = problems(without(&["MQTT_TOPICS"], env(MINIMAL)));
+    assert_eq!(variables_of(&found), ["MQTT_TOPICS"]);
+    let none = without(&["MQTT_TOPICS", "OW_TRIGGER"], env(MINIMAL));
+    assert_eq!(variables_of(&problems(none.clone())), ["MQTT_TOPICS"]);
+    let feed_only = Config::from_env(
+        none.into_iter()
+            .chain(env(&[("STATE_DIR", "/var/lib/provider")])),
+        false,
+    )
+    .unwrap();
+    assert!(feed_only.routes.is_empty());
+    assert_eq!(feed_only.feed.disable_after, Duration::from_secs(600));
+}
+
+#[test]
+fn feed_settings_are_checked_and_need_state_dir() {
+    let found = problems(with(&[
+        ("FEED_ALLOWED_BROKERS", "broker2:1883"),
+        ("FEED_LEGACY_API", "true"),
+    ]));
+    assert_eq!(
+        variables_of(&found),
+        ["FEED_ALLOWED_BROKERS", "FEED_LEGACY_API"]
+    );
+    assert!(found[0].message.contains("STATE_DIR"), "{found:?}");
+    let found = problems(with(&[
+        ("STATE_DIR", "relative/dir"),
+        (
+            "FEED_ALLOWED_BROKERS",
+            "broker2:1883, mqtts://broker3, nohost, broker4:x",
+        ),
+        ("FEED_DISABLE_AFTER_SECS", "0"),
+    ]));
+    assert_eq!(
+        variables_of(&found),
+        [
+            "STATE_DIR",
+            "FEED_ALLOWED_BROKERS",
+            "FEED_ALLOWED_BROKERS",
+            "FEED_DISABLE_AFTER_SECS"
+        ],
+        "{found:#?}"
+    );
+    let config = Config::from_env(
+        with(&[
+            ("STATE_DIR", "/state"),
+            ("FEED_ALLOWED_BROKERS", "Broker2:1883, mqtts://broker3"),
+        ]),
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        config.feed.allowed_brokers,
+        [("broker2".to_owned(), 1883), ("broker3".to_owned(), 8883)]
     );
 }

@@ -70,8 +70,8 @@ pub(super) const VARIABLES: &[Variable] = &[
     ),
     var(
         "MQTT_TOPICS",
-        "required",
-        "comma-separated topic filters, each at most 65535 bytes; + and # wildcards allowed",
+        "required without ROUTES or STATE_DIR",
+        "comma-separated topic filters whose messages fire OW_TRIGGER, each at most 65535 bytes; + and # wildcards allowed",
         |c| c.mqtt.topics.join(","),
     ),
     var(
@@ -187,9 +187,28 @@ pub(super) const VARIABLES: &[Variable] = &[
     ),
     var(
         "OW_TRIGGER",
-        "required",
-        "trigger fired for every message",
-        |c| c.fire.trigger.clone(),
+        "required with MQTT_TOPICS",
+        "trigger fired for every message of MQTT_TOPICS",
+        |c| match c.mqtt.topics.is_empty() {
+            true => "(none)".to_owned(),
+            false => c.routes[0].trigger.clone(),
+        },
+    ),
+    var(
+        "ROUTES",
+        "none",
+        "JSON array of {filter, trigger, namespace?}: more routes, each filter firing its trigger (with OW_AUTH)",
+        |c| {
+            let table = &c.routes[c.mqtt.topics.len()..];
+            let shown: Vec<String> = table
+                .iter()
+                .map(|r| format!("{} -> /{}/{}", r.filter, r.namespace, r.trigger))
+                .collect();
+            match shown.is_empty() {
+                true => "(none)".to_owned(),
+                false => shown.join(", "),
+            }
+        },
     ),
     var(
         "FIRE_PARAMS",
@@ -282,6 +301,52 @@ pub(super) const VARIABLES: &[Variable] = &[
         |c| format!("{:?}", c.log_format).to_lowercase(),
     ),
     var(
+        "STATE_DIR",
+        "none",
+        "absolute path of a persistent volume for state that survives restarts; turns on the feed API (its registry lives here)",
+        |c| {
+            c.state_dir.as_ref().map_or_else(
+                || "(none: no feed API)".to_owned(),
+                |d| d.display().to_string(),
+            )
+        },
+    ),
+    secret(
+        "STATE_KEY",
+        "none",
+        "32 bytes as base64 or hex that encrypt the feed's stored API keys (Secret; usually STATE_KEY_FILE)",
+        |c| masked(c.state_key.is_some()),
+    ),
+    var(
+        "FEED_ALLOWED_BROKERS",
+        "none",
+        "comma-separated host:port of brokers a feed registration may name besides MQTT_URL's",
+        |c| {
+            let brokers: Vec<String> = c
+                .feed
+                .allowed_brokers
+                .iter()
+                .map(|(h, p)| format!("{h}:{p}"))
+                .collect();
+            match brokers.is_empty() {
+                true => "(none: MQTT_URL's broker only)".to_owned(),
+                false => brokers.join(","),
+            }
+        },
+    ),
+    var(
+        "FEED_LEGACY_API",
+        "false",
+        "also serve the older feed action's POST /mqtt and DELETE /mqtt/{namespace}/{trigger} (see README: security)",
+        |c| c.feed.legacy_api.to_string(),
+    ),
+    var(
+        "FEED_DISABLE_AFTER_SECS",
+        "600",
+        "a feed trigger answered 401/403/404 this long is disabled (active: false), 1-2592000 seconds",
+        |c| c.feed.disable_after.as_secs().to_string(),
+    ),
+    var(
         "SHUTDOWN_GRACE_SECS",
         "20",
         "on SIGTERM, how long fires in flight may take to finish, 0-3600 seconds",
@@ -316,7 +381,7 @@ fn single_alarm(config: &Config) -> Option<&Alarm> {
 }
 
 /// Prefixes that mark a variable as meant for this provider, so a typo is noticed.
-const KNOWN_PREFIXES: &[&str] = &["MQTT_", "OW_", "FIRE_", "ALARM"];
+const KNOWN_PREFIXES: &[&str] = &["MQTT_", "OW_", "FIRE_", "ALARM", "ROUTE", "STATE_", "FEED_"];
 
 /// An environment variable that looks meant for this provider but is not one it reads.
 #[derive(Debug, PartialEq, Eq)]
