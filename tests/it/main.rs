@@ -5,6 +5,7 @@ mod harness;
 mod harness_selftest;
 mod scenario;
 
+mod actions;
 mod alarms;
 mod at_least_once;
 mod batching;
