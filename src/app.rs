@@ -1,28 +1,28 @@
 //! Wiring: [`App::build`] binds the HTTP port and builds every part without connecting
 //! anywhere; [`App::run_until_stopped`] runs them and shuts them down in order.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::alarm::{Alarm, run_alarm};
 use crate::config::Config;
+use crate::connections::{Connections, Pipeline, Running};
 use crate::delivery::Deliverer;
 use crate::delivery::events::Events;
 use crate::fire_body::MessageBodies;
-use crate::forward::Forwarder;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::mqtt::MqttSource;
 use crate::openwhisk::{DryRun, OpenWhiskClient, Sink, Target, Verdict};
 use crate::pause::Pauses;
+use crate::routes::{Destination, Origin};
 
-/// How long the MQTT source may take to flush acks and disconnect at shutdown.
+/// How long the MQTT sources may take to flush acks and disconnect at shutdown.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long open HTTP connections may take to finish at shutdown: a probe answers in
 /// milliseconds, and a half-sent request must not hold the exit.
@@ -35,8 +35,11 @@ pub struct App {
     listener: TcpListener,
     health: Health,
     metrics: Metrics,
-    source: MqttSource,
-    forwarder: Forwarder,
+    deliverer: Arc<Deliverer>,
+    connections: Arc<Connections>,
+    running: Running,
+    /// The triggers of the static routes, checked at start.
+    static_targets: Vec<Target>,
     /// Each alarm with its target.
     alarms: Vec<(Alarm, Target)>,
     shutdown_grace: Duration,
@@ -61,18 +64,17 @@ impl App {
                 Arc::new(DryRun)
             }
         };
-        // Every trigger is fired with the process's own key and namespace (OW_AUTH,
-        // OW_NAMESPACE), which a dry run may lack.
+        // Static routes and alarms are fired with the process's own key (OW_AUTH), which
+        // a dry run may lack.
         let (key, namespace) = match &config.openwhisk {
             Some(ow) => (Some(&ow.auth), ow.namespace.as_str()),
             None => (None, "_"),
         };
-        let target = |trigger: &str| Target::new(key, namespace, trigger);
         let alarms = config
             .alarms
             .into_iter()
             .map(|alarm| {
-                let target = target(&alarm.trigger);
+                let target = Target::new(key, namespace, &alarm.trigger);
                 (alarm, target)
             })
             .collect();
@@ -82,22 +84,45 @@ impl App {
             events: Events::new(health.clone(), metrics.clone()),
             max_payload_bytes: config.fire.max_payload_bytes,
         });
-        let (source, acker) = MqttSource::new(&config.mqtt, health.clone(), metrics.clone())?;
-        let forwarder = Forwarder {
-            deliverer,
-            acker,
-            bodies: MessageBodies::new(&config.fire.params),
-            target: target(&config.fire.trigger),
+        let pipeline = Pipeline {
+            deliverer: deliverer.clone(),
+            bodies: Arc::new(MessageBodies::new(&config.fire.params)),
             concurrency: config.fire.concurrency,
             batch_max: config.fire.batch_max,
             batch_wait: config.fire.batch_wait,
         };
+        let running = Running::new();
+        let connections = Arc::new(Connections::new(
+            config.mqtt.clone(),
+            namespace,
+            pipeline,
+            health.clone(),
+            metrics.clone(),
+            running.clone(),
+        ));
+        // One destination per trigger: a message matching several of its filters fires
+        // it once.
+        let mut destinations: HashMap<(String, String), Arc<Destination>> = HashMap::new();
+        for route in &config.routes {
+            let destination = destinations
+                .entry((route.namespace.clone(), route.trigger.clone()))
+                .or_insert_with(|| {
+                    let target = Target::new(key, &route.namespace, &route.trigger);
+                    Arc::new(Destination::new(target, Origin::Static))
+                });
+            connections.add_route(&config.mqtt, &route.filter, destination)?;
+        }
         Ok(App {
             listener,
             health,
             metrics,
-            source,
-            forwarder,
+            deliverer,
+            connections,
+            running,
+            static_targets: destinations
+                .into_values()
+                .map(|d| d.target.clone())
+                .collect(),
             alarms,
             shutdown_grace: config.shutdown_grace,
         })
@@ -107,9 +132,7 @@ impl App {
     /// flight (up to the grace period), flush acks and disconnect, stop HTTP last so
     /// probes answer throughout.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let stop_intake = CancellationToken::new();
-        let fires_done = CancellationToken::new();
-        let abandon = CancellationToken::new();
+        let running = self.running;
         let stop_http = CancellationToken::new();
         let tasks = TaskTracker::new();
 
@@ -120,44 +143,34 @@ impl App {
                 .with_graceful_shutdown(stop_http.clone().cancelled_owned())
                 .into_future(),
         );
-        let sink = self.forwarder.deliverer.sink.clone();
-        let target = self.forwarder.target.clone();
-        let health = self.health.clone();
-        let stop = stop_intake.clone();
-        tasks.spawn(async move {
-            stop.run_until_cancelled(check_trigger(sink, &target, health))
-                .await
-        });
+        for target in self.static_targets {
+            let sink = self.deliverer.sink.clone();
+            let health = self.health.clone();
+            let stop = running.stop_intake.clone();
+            tasks.spawn(async move {
+                stop.run_until_cancelled(check_trigger(sink, &target, health))
+                    .await
+            });
+        }
 
         let stop_alarms = CancellationToken::new();
         let alarms = TaskTracker::new();
         for (alarm, target) in self.alarms {
-            let deliverer = self.forwarder.deliverer.clone();
+            let deliverer = self.deliverer.clone();
             alarms.spawn(run_alarm(alarm, deliverer, target, stop_alarms.clone()));
         }
         alarms.close();
-
-        let (messages_tx, messages_rx) = mpsc::channel(self.forwarder.concurrency);
-        let fires = TaskTracker::new();
-        let source = tasks.spawn(self.source.run(
-            messages_tx,
-            stop_intake.clone(),
-            fires_done.clone(),
-        ));
-        let forwarder = tasks.spawn(self.forwarder.run(
-            messages_rx,
-            abandon.clone(),
-            fires.clone(),
-        ));
 
         shutdown.await;
         tracing::info!(
             grace_secs = self.shutdown_grace.as_secs(),
             "no longer taking messages; finishing fires in flight"
         );
-        stop_intake.cancel();
+        running.stop_intake.cancel();
+        let fires = running.fires.clone();
         let drained = async {
-            let _ = forwarder.await;
+            running.forwarders.close();
+            running.forwarders.wait().await;
             fires.close();
             fires.wait().await;
         };
@@ -170,16 +183,18 @@ impl App {
                 unfinished = fires.len(),
                 "grace period over: unacknowledged messages stay with the broker and come back on restart"
             );
-            abandon.cancel();
+            running.abandon.cancel();
             drained.await;
         }
-        fires_done.cancel();
-        if tokio::time::timeout(DISCONNECT_TIMEOUT, source)
+        running.fires_done.cancel();
+        running.sources.close();
+        if tokio::time::timeout(DISCONNECT_TIMEOUT, running.sources.wait())
             .await
             .is_err()
         {
-            tracing::warn!("the MQTT connection did not close in time");
+            tracing::warn!("an MQTT connection did not close in time");
         }
+        drop(self.connections);
         stop_alarms.cancel();
         alarms.wait().await;
         stop_http.cancel();

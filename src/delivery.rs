@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use crate::metrics::FireKind;
 use crate::openwhisk::{Answer, Sink, Target, Verdict};
 use crate::pause::Pauses;
+use crate::routes::Destination;
 use events::Events;
 
 /// One fire to deliver.
@@ -31,6 +32,9 @@ pub struct Fire<'a> {
     pub payload_bytes: usize,
     /// Give up retrying at this instant (an alarm's next tick); `None` = never.
     pub deadline: Option<Instant>,
+    /// The route's destination, told of every answer (a message fire's; `None` for an
+    /// alarm's).
+    pub destination: Option<&'a Destination>,
 }
 
 /// The final result of a delivery.
@@ -111,6 +115,9 @@ impl Deliverer {
                 return Delivered::GaveUp;
             }
             let answer = self.sink.fire(fire.target, fire.body.clone()).await;
+            if let Some(destination) = fire.destination {
+                destination.answered(&answer);
+            }
             let status = status_label(&answer);
             let delay = match answer.verdict {
                 Verdict::Accepted => {
@@ -226,6 +233,7 @@ mod tests {
             messages: 1,
             payload_bytes: 2,
             deadline: None,
+            destination: None,
         }
     }
 

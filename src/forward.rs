@@ -1,19 +1,25 @@
-//! The message path: message -> fire -> ack. At most `FIRE_CONCURRENCY` fires are in
-//! flight; while all are busy the forwarder stops taking messages, which in turn stops
-//! the MQTT source from reading (back-pressure instead of an unbounded buffer).
+//! The message path of one connection: message -> routes -> fires -> ack when all are
+//! final. A message fires every destination its topic routes to, and is acknowledged
+//! only once each of those fires got a final answer (or its destination was deleted,
+//! paused or disabled meanwhile). At most `FIRE_CONCURRENCY` fires are in flight; while
+//! all are busy the forwarder stops taking messages, which in turn stops the MQTT source
+//! from reading (back-pressure instead of an unbounded buffer).
 //!
-//! With `FIRE_BATCH_MAX` above 1, messages are gathered into batches: one fire carries up
+//! With `FIRE_BATCH_MAX` above 1, messages are gathered into batches per destination: one
+//! fire carries up
 //! to that many, is sent when full, when `FIRE_BATCH_WAIT_MS` has passed since its first
 //! message, or before its JSON would pass `FIRE_MAX_PAYLOAD_BYTES`. A batch that is still
 //! too large for OpenWhisk (a namespace's limit can be lower) is sent again in halves,
 //! until only a message too large on its own is rejected. Every message of a batch is
-//! acknowledged only once the fire that carried it got a final answer.
+//! settled only once the fire that carried it got a final answer.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,26 +28,44 @@ use crate::delivery::{Delivered, Deliverer, Fire};
 use crate::fire_body::{MessageBodies, MessageFields};
 use crate::metrics::FireKind;
 use crate::mqtt::{Acker, Message};
-use crate::openwhisk::Target;
+use crate::routes::{Destination, Routes};
 
-/// Turns messages into fires and acks each once its fire got a final answer.
+/// Turns one connection's messages into fires to their routes' destinations, and acks
+/// each message once every one of its fires got a final answer.
 pub struct Forwarder {
     pub deliverer: Arc<Deliverer>,
     pub acker: Acker,
-    pub bodies: MessageBodies,
-    pub target: Target,
+    pub bodies: Arc<MessageBodies>,
+    pub routes: Arc<Routes>,
     pub concurrency: usize,
     pub batch_max: usize,
     pub batch_wait: Duration,
 }
 
-/// The messages of one fire and its body.
+/// A message waiting for the final answers of its fires: acked when the last one comes.
+struct Pending {
+    message: Message,
+    /// Fires without a final answer yet.
+    unsettled: AtomicUsize,
+}
+
+impl Pending {
+    /// One of the message's fires got a final answer (or its destination was retired).
+    fn settle(&self, acker: &Acker) {
+        if self.unsettled.fetch_sub(1, Ordering::AcqRel) == 1 {
+            acker.ack(&self.message);
+        }
+    }
+}
+
+/// The messages of one fire to one destination, and its body.
 struct Outgoing {
     kind: FireKind,
-    messages: Vec<Message>,
+    destination: Arc<Destination>,
+    messages: Vec<Arc<Pending>>,
     /// A batch's entries, one per message (none for a single message), kept so that
     /// splitting a batch renders no message twice.
-    entries: Vec<Vec<u8>>,
+    entries: Vec<Arc<[u8]>>,
     body: Bytes,
     /// For logs: the topic, or the batch's first topic and size.
     subject: String,
@@ -57,80 +81,157 @@ impl Forwarder {
         abandon: CancellationToken,
         fires: TaskTracker,
     ) {
-        let permits = Arc::new(Semaphore::new(self.concurrency));
-        let mut batcher = Batcher::default();
         let forwarder = Arc::new(self);
+        let launcher = Launcher {
+            permits: Arc::new(Semaphore::new(forwarder.concurrency)),
+            forwarder: forwarder.clone(),
+            abandon,
+            fires,
+        };
+        let mut destinations = Vec::new();
+        let mut batches = Batches::default();
         loop {
-            let outgoing = if forwarder.batch_max > 1 {
-                batcher.next(&forwarder, &mut messages_rx).await
-            } else {
-                messages_rx.recv().await.map(|m| forwarder.single(m))
-            };
-            let Some(outgoing) = outgoing else {
-                return;
-            };
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
-            let forwarder = forwarder.clone();
-            let abandon = abandon.clone();
-            fires.spawn(async move {
+            let message = if forwarder.batch_max > 1 {
                 tokio::select! {
-                    () = forwarder.deliver(outgoing) => {},
-                    _ = abandon.cancelled() => {}
+                    message = messages_rx.recv() => message,
+                    () = batches.next_deadline() => {
+                        batches.send_expired(&launcher).await;
+                        continue;
+                    }
                 }
-                drop(permit);
-            });
-        }
-    }
-
-    /// Delivers `outgoing` and acks its messages once final. A batch too large for
-    /// OpenWhisk goes again in halves, one after the other, each acked on its own answer.
-    async fn deliver(&self, outgoing: Outgoing) {
-        let mut parts = vec![outgoing];
-        while let Some(part) = parts.pop() {
-            let fire = Fire {
-                kind: part.kind,
-                target: &self.target,
-                body: part.body.clone(),
-                subject: &part.subject,
-                messages: part.messages.len(),
-                payload_bytes: part.messages.iter().map(|m| m.publish.payload.len()).sum(),
-                deadline: None,
+            } else {
+                messages_rx.recv().await
             };
-            let delivered = self.deliverer.deliver(fire).await;
-            if delivered == Delivered::TooLarge {
-                let (first, second) = part.halves(&self.bodies);
-                parts.extend([second, first]);
-            } else if delivered.is_final() {
-                part.messages.iter().for_each(|m| self.acker.ack(m));
+            let Some(message) = message else {
+                batches.send_all(&launcher).await;
+                return;
+            };
+            forwarder
+                .routes
+                .read()
+                .route(&message.publish.topic, &mut destinations);
+            destinations.retain(|d| !d.is_retired());
+            if destinations.is_empty() {
+                // No route (any more): nothing waits for it.
+                forwarder.acker.ack(&message);
+                continue;
+            }
+            let pending = Arc::new(Pending {
+                unsettled: AtomicUsize::new(destinations.len()),
+                message,
+            });
+            if forwarder.batch_max > 1 {
+                let entry: Arc<[u8]> = forwarder
+                    .bodies
+                    .batch_entry(&fields(&pending.message))
+                    .into();
+                for destination in destinations.drain(..) {
+                    batches
+                        .add(&launcher, destination, pending.clone(), entry.clone())
+                        .await;
+                }
+            } else {
+                let body = forwarder.bodies.render(&fields(&pending.message));
+                for destination in destinations.drain(..) {
+                    let outgoing = Outgoing {
+                        kind: FireKind::Message,
+                        destination,
+                        subject: pending.message.publish.topic.clone(),
+                        messages: vec![pending.clone()],
+                        entries: Vec::new(),
+                        body: body.clone(),
+                    };
+                    launcher.launch(outgoing).await;
+                }
             }
         }
     }
 
-    fn single(&self, message: Message) -> Outgoing {
-        let body = self.bodies.render(&fields(&message));
-        Outgoing {
-            kind: FireKind::Message,
-            subject: message.publish.topic.clone(),
-            messages: vec![message],
-            entries: Vec::new(),
-            body,
+    /// Delivers `outgoing` and settles its messages once final. A batch too large for
+    /// OpenWhisk goes again in halves, one after the other, each settled on its own
+    /// answer. A destination retired meanwhile settles them all: they no longer wait.
+    async fn deliver(&self, outgoing: Outgoing) {
+        let destination = outgoing.destination.clone();
+        let mut parts = vec![outgoing];
+        while let Some(part) = parts.pop() {
+            let fire = Fire {
+                kind: part.kind,
+                target: &destination.target,
+                body: part.body.clone(),
+                subject: &part.subject,
+                messages: part.messages.len(),
+                payload_bytes: part
+                    .messages
+                    .iter()
+                    .map(|m| m.message.publish.payload.len())
+                    .sum(),
+                deadline: None,
+                destination: Some(&destination),
+            };
+            let delivered = tokio::select! {
+                biased;
+                () = destination.retired() => Delivered::Rejected,
+                delivered = self.deliverer.deliver(fire) => delivered,
+            };
+            if delivered == Delivered::TooLarge {
+                let (first, second) = part.halves(&self.bodies);
+                parts.extend([second, first]);
+            } else if delivered.is_final() {
+                part.messages.iter().for_each(|m| m.settle(&self.acker));
+            }
         }
     }
 }
 
+/// Spawns fires, at most `FIRE_CONCURRENCY` at once: waiting for a permit is the
+/// back-pressure that stops the source reading.
+struct Launcher {
+    permits: Arc<Semaphore>,
+    forwarder: Arc<Forwarder>,
+    abandon: CancellationToken,
+    fires: TaskTracker,
+}
+
+impl Launcher {
+    async fn launch(&self, outgoing: Outgoing) {
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return;
+        };
+        self.spawn(outgoing, permit);
+    }
+
+    fn spawn(&self, outgoing: Outgoing, permit: OwnedSemaphorePermit) {
+        let forwarder = self.forwarder.clone();
+        let abandon = self.abandon.clone();
+        let destination = outgoing.destination.clone();
+        let tracked = destination.fires().track_future(async move {
+            tokio::select! {
+                () = forwarder.deliver(outgoing) => {},
+                _ = abandon.cancelled() => {}
+            }
+            drop(permit);
+        });
+        self.fires.spawn(tracked);
+    }
+}
+
 impl Outgoing {
-    /// One batch fire of `messages`, whose rendered entries are `entries`.
-    fn batch(bodies: &MessageBodies, messages: Vec<Message>, entries: Vec<Vec<u8>>) -> Outgoing {
-        let body = bodies.batch(entries.iter().map(Vec::as_slice));
-        let topic = &messages[0].publish.topic;
+    /// One batch fire of `messages` to `destination`, whose rendered entries are `entries`.
+    fn batch(
+        bodies: &MessageBodies,
+        destination: Arc<Destination>,
+        messages: Vec<Arc<Pending>>,
+        entries: Vec<Arc<[u8]>>,
+    ) -> Outgoing {
+        let body = bodies.batch(entries.iter().map(|e| &e[..]));
+        let topic = &messages[0].message.publish.topic;
         let subject = match messages.len() {
             1 => topic.clone(),
             n => format!("{topic} and {} more", n - 1),
         };
         Outgoing {
             kind: FireKind::Batch,
+            destination,
             messages,
             entries,
             body,
@@ -143,9 +244,10 @@ impl Outgoing {
         let middle = self.messages.len() / 2;
         let messages = self.messages.split_off(middle);
         let entries = self.entries.split_off(middle);
+        let destination = self.destination.clone();
         (
-            Outgoing::batch(bodies, self.messages, self.entries),
-            Outgoing::batch(bodies, messages, entries),
+            Outgoing::batch(bodies, self.destination, self.messages, self.entries),
+            Outgoing::batch(bodies, destination, messages, entries),
         )
     }
 }
@@ -161,48 +263,107 @@ fn fields(message: &Message) -> MessageFields<'_> {
     }
 }
 
-/// Gathers messages into batches; keeps the message that did not fit for the next one.
+/// The batches being gathered, one per destination.
 #[derive(Default)]
-struct Batcher {
-    carried: Option<(Message, Vec<u8>)>,
+struct Batches {
+    open: HashMap<u64, OpenBatch>,
+    /// When each open batch must go, in the order they were opened: every batch waits
+    /// the same `FIRE_BATCH_WAIT_MS`, so this is also the order of their deadlines. An
+    /// entry names its batch by destination and opening number.
+    deadlines: VecDeque<(Instant, u64, u64)>,
+    opened: u64,
 }
 
-impl Batcher {
-    /// The next batch, or `None` once the source is closed and nothing is left.
-    async fn next(
+struct OpenBatch {
+    destination: Arc<Destination>,
+    messages: Vec<Arc<Pending>>,
+    entries: Vec<Arc<[u8]>>,
+    size: BatchSize,
+    number: u64,
+}
+
+impl Batches {
+    /// Adds a message to its destination's batch, sending the batch when full, or before
+    /// the message when it would not fit.
+    async fn add(
         &mut self,
-        forwarder: &Forwarder,
-        messages_rx: &mut mpsc::Receiver<Message>,
-    ) -> Option<Outgoing> {
-        let bodies = &forwarder.bodies;
-        let first = match self.carried.take() {
-            Some(carried) => carried,
-            None => {
-                let message = messages_rx.recv().await?;
-                let entry = bodies.batch_entry(&fields(&message));
-                (message, entry)
+        launcher: &Launcher,
+        destination: Arc<Destination>,
+        pending: Arc<Pending>,
+        entry: Arc<[u8]>,
+    ) {
+        let forwarder = &launcher.forwarder;
+        let key = destination.id();
+        if let Some(batch) = self.open.get_mut(&key)
+            && !batch.size.admit(
+                &forwarder.bodies,
+                entry.len(),
+                forwarder.deliverer.max_payload_bytes,
+            )
+        {
+            self.send(launcher, key).await;
+        }
+        let batch = match self.open.entry(key) {
+            std::collections::hash_map::Entry::Occupied(batch) => batch.into_mut(),
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                self.opened += 1;
+                self.deadlines
+                    .push_back((Instant::now() + forwarder.batch_wait, key, self.opened));
+                vacant.insert(OpenBatch {
+                    destination,
+                    messages: Vec::new(),
+                    entries: Vec::new(),
+                    size: BatchSize::of_first(entry.len()),
+                    number: self.opened,
+                })
             }
         };
-        let deadline = Instant::now() + forwarder.batch_wait;
-        let mut size = BatchSize::of_first(first.1.len());
-        let mut batch = vec![first];
-        while batch.len() < forwarder.batch_max {
-            let message = tokio::select! {
-                message = messages_rx.recv() => match message {
-                    Some(message) => message,
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(deadline) => break,
-            };
-            let entry = bodies.batch_entry(&fields(&message));
-            if !size.admit(bodies, entry.len(), forwarder.deliverer.max_payload_bytes) {
-                self.carried = Some((message, entry));
+        batch.messages.push(pending);
+        batch.entries.push(entry);
+        if batch.messages.len() >= forwarder.batch_max {
+            self.send(launcher, key).await;
+        }
+    }
+
+    /// Resolves when the oldest open batch's wait is over; never when none is open.
+    async fn next_deadline(&self) {
+        match self.deadlines.front() {
+            Some((deadline, _, _)) => tokio::time::sleep_until(*deadline).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Sends every batch whose wait is over.
+    async fn send_expired(&mut self, launcher: &Launcher) {
+        let now = Instant::now();
+        while let Some(&(deadline, key, number)) = self.deadlines.front() {
+            if deadline > now {
                 break;
             }
-            batch.push((message, entry));
+            self.deadlines.pop_front();
+            if self.open.get(&key).is_some_and(|b| b.number == number) {
+                self.send(launcher, key).await;
+            }
         }
-        let (messages, entries) = batch.into_iter().unzip();
-        Some(Outgoing::batch(bodies, messages, entries))
+    }
+
+    async fn send_all(&mut self, launcher: &Launcher) {
+        let keys: Vec<_> = self.deadlines.drain(..).map(|(_, key, _)| key).collect();
+        for key in keys {
+            self.send(launcher, key).await;
+        }
+    }
+
+    async fn send(&mut self, launcher: &Launcher, key: u64) {
+        if let Some(batch) = self.open.remove(&key) {
+            let outgoing = Outgoing::batch(
+                &launcher.forwarder.bodies,
+                batch.destination,
+                batch.messages,
+                batch.entries,
+            );
+            launcher.launch(outgoing).await;
+        }
     }
 }
 

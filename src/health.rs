@@ -3,7 +3,7 @@
 //! instead of one error per message. A throttle (429) is OpenWhisk's flow control, not a
 //! failure: warned about once per interval and namespace, never "recovered" from.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,8 +29,13 @@ pub enum BrokerState {
 pub struct Health(Arc<Mutex<State>>);
 
 struct State {
-    broker: BrokerState,
+    /// Each MQTT connection's state, by client id.
+    brokers: BTreeMap<Arc<str>, BrokerState>,
     openwhisk: Option<Failure>,
+    /// Feed triggers that are not accepting (refused, paused, disabled), by
+    /// `(namespace, trigger)`: shown in `/readyz`, never a reason to be unready, since one
+    /// tenant's deleted trigger must not take the feed API of all of them off the Service.
+    triggers: BTreeMap<(Arc<str>, Arc<str>), TriggerProblem>,
     /// Per namespace, as the throttle is.
     throttled: HashMap<Arc<str>, Reminder>,
     no_rule: Option<Reminder>,
@@ -56,6 +61,12 @@ fn failure_group(problem: &str) -> &str {
         Some(status) if status.bytes().all(|b| b.is_ascii_digit()) => status,
         _ => head,
     }
+}
+
+/// What is wrong with a feed trigger, and when that was last logged.
+struct TriggerProblem {
+    text: String,
+    reminder: Reminder,
 }
 
 struct Reminder {
@@ -96,8 +107,9 @@ impl Reminder {
 impl Default for Health {
     fn default() -> Self {
         Health(Arc::new(Mutex::new(State {
-            broker: BrokerState::Disconnected,
+            brokers: BTreeMap::new(),
             openwhisk: None,
+            triggers: BTreeMap::new(),
             throttled: HashMap::new(),
             no_rule: None,
             split: None,
@@ -112,26 +124,35 @@ impl Health {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn set_broker(&self, broker: BrokerState) {
-        self.state().broker = broker;
+    /// The state of the connection with client id `connection`.
+    pub fn set_broker(&self, connection: &Arc<str>, broker: BrokerState) {
+        self.state().brokers.insert(connection.clone(), broker);
+    }
+
+    /// Forgets a connection closed for good (no route uses it any more).
+    pub fn forget_broker(&self, connection: &str) {
+        self.state().brokers.remove(connection);
     }
 
     /// `Ok` when ready; otherwise every reason, for `/readyz`.
     pub fn readiness(&self) -> Result<(), Vec<String>> {
         let state = self.state();
         let mut reasons = Vec::new();
-        match &state.broker {
-            BrokerState::Disconnected => {
-                reasons.push("not connected to the MQTT broker".to_owned())
+        // With one connection, as most data centers run, its client id says nothing new.
+        let several = state.brokers.len() > 1;
+        for (connection, broker) in &state.brokers {
+            let reason = match broker {
+                BrokerState::Disconnected => "not connected to the MQTT broker".to_owned(),
+                BrokerState::Connected => "not subscribed yet (waiting for SUBACK)".to_owned(),
+                BrokerState::Refused(filters) => {
+                    format!("broker refused the subscription to {}", filters.join(", "))
+                }
+                BrokerState::Subscribed => continue,
+            };
+            match several {
+                true => reasons.push(format!("{reason} (connection {connection})")),
+                false => reasons.push(reason),
             }
-            BrokerState::Connected => {
-                reasons.push("not subscribed yet (waiting for SUBACK)".to_owned())
-            }
-            BrokerState::Refused(filters) => reasons.push(format!(
-                "broker refused the subscription to {}",
-                filters.join(", ")
-            )),
-            BrokerState::Subscribed => {}
         }
         if let Some(failure) = &state.openwhisk {
             reasons.push(format!(
@@ -143,6 +164,48 @@ impl Health {
             Ok(())
         } else {
             Err(reasons)
+        }
+    }
+
+    /// Feed triggers that are not accepting, as `/namespace/trigger` -> what is wrong.
+    pub fn trigger_problems(&self) -> BTreeMap<String, String> {
+        let state = self.state();
+        let shown = state
+            .triggers
+            .iter()
+            .map(|((namespace, trigger), problem)| {
+                (format!("/{namespace}/{trigger}"), problem.text.clone())
+            });
+        shown.collect()
+    }
+
+    /// A feed trigger's state changed: `None` when it accepts fires again, else what is
+    /// wrong ("paused", "disabled: ...", "404: ..."). A refusal is logged when it begins
+    /// and then once per interval, naming the trigger.
+    pub fn feed_trigger(&self, namespace: &Arc<str>, trigger: &Arc<str>, problem: Option<&str>) {
+        let mut state = self.state();
+        let key = (namespace.clone(), trigger.clone());
+        let Some(text) = problem else {
+            if state.triggers.remove(&key).is_some() {
+                tracing::info!(%namespace, %trigger, "feed trigger accepting fires");
+            }
+            return;
+        };
+        match state.triggers.get_mut(&key) {
+            Some(known) if failure_group(&known.text) == failure_group(text) => {
+                known.text = text.to_owned();
+                if let Some(count) = known.reminder.due() {
+                    tracing::warn!(%namespace, %trigger, problem = text, fires_since_last_log = count, "feed trigger still not accepting fires");
+                }
+            }
+            _ => {
+                tracing::warn!(%namespace, %trigger, problem = text, "feed trigger not accepting fires");
+                let problem = TriggerProblem {
+                    text: text.to_owned(),
+                    reminder: Reminder::new(),
+                };
+                state.triggers.insert(key, problem);
+            }
         }
     }
 
@@ -250,11 +313,12 @@ mod tests {
     #[test]
     fn ready_only_when_subscribed_and_openwhisk_accepts() {
         let health = Health::default();
+        health.set_broker(&"c".into(), BrokerState::Disconnected);
         assert_eq!(
             health.readiness().unwrap_err(),
             ["not connected to the MQTT broker"]
         );
-        health.set_broker(BrokerState::Subscribed);
+        health.set_broker(&"c".into(), BrokerState::Subscribed);
         assert!(health.readiness().is_ok());
         health.openwhisk_failing("404 trigger t does not exist");
         assert_eq!(
@@ -269,7 +333,7 @@ mod tests {
     async fn a_throttle_is_warned_once_per_interval_whatever_its_count_and_never_recovered() {
         let (logs, _guard) = Logs::capture();
         let health = Health::default();
-        health.set_broker(BrokerState::Subscribed);
+        health.set_broker(&"c".into(), BrokerState::Subscribed);
         let namespace: Arc<str> = "guest".into();
         // A throttle every half interval, ten fires each time, accepted in between.
         for _ in 0..4 {
@@ -302,7 +366,7 @@ mod tests {
     async fn failures_are_grouped_by_status_or_transport_error_not_by_their_text() {
         let (logs, _guard) = Logs::capture();
         let health = Health::default();
-        health.set_broker(BrokerState::Subscribed);
+        health.set_broker(&"c".into(), BrokerState::Subscribed);
         health.openwhisk_failing("404 Not Found: The requested resource does not exist.");
         health.openwhisk_failing("404: trigger \"t\" does not exist");
         assert_eq!(logs.lines("ERROR").len(), 1, "one 404, two texts");
@@ -335,7 +399,7 @@ mod tests {
     #[test]
     fn throttling_is_logged_but_keeps_readiness() {
         let health = Health::default();
-        health.set_broker(BrokerState::Subscribed);
+        health.set_broker(&"c".into(), BrokerState::Subscribed);
         health.openwhisk_throttled(&"guest".into(), "429 too many requests");
         assert!(health.readiness().is_ok());
     }

@@ -25,19 +25,20 @@ pub fn router(health: Health, metrics: Metrics) -> Router {
 }
 
 /// 200 when subscribed and OpenWhisk accepts fires; 503 with every reason otherwise.
+/// Feed triggers that are not accepting are listed under `triggers` either way.
 async fn readyz(State(endpoints): State<Endpoints>) -> Response {
-    match endpoints.health.readiness() {
-        Ok(()) => (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({"ready": true})),
-        )
-            .into_response(),
+    let (status, mut body) = match endpoints.health.readiness() {
+        Ok(()) => (StatusCode::OK, serde_json::json!({"ready": true})),
         Err(reasons) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"ready": false, "reasons": reasons})),
-        )
-            .into_response(),
+            serde_json::json!({"ready": false, "reasons": reasons}),
+        ),
+    };
+    let triggers = endpoints.health.trigger_problems();
+    if !triggers.is_empty() {
+        body["triggers"] = serde_json::json!(triggers);
     }
+    (status, axum::Json(body)).into_response()
 }
 
 async fn metrics_text(State(endpoints): State<Endpoints>) -> Response {

@@ -82,6 +82,12 @@ struct FilterLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    /// The connection's MQTT client id.
+    connection: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FireLabels {
     kind: &'static str,
     outcome: &'static str,
@@ -111,11 +117,13 @@ struct Inner {
     fires_in_flight: Gauge,
     fire_duration: Family<KindLabels, Histogram, fn() -> Histogram>,
     alarm_fires: Family<AlarmLabels, Counter>,
-    mqtt_connected: Gauge,
+    mqtt_connected: Family<ConnectionLabels, Gauge>,
     mqtt_reconnects: Counter,
     messages_redelivered: Counter,
     namespace_pauses: Counter,
     messages_rejected: Counter,
+    feed_registrations: Gauge,
+    feed_triggers_disabled: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -132,11 +140,13 @@ impl Default for Metrics {
             fires_in_flight: Gauge::default(),
             fire_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             alarm_fires: Family::default(),
-            mqtt_connected: Gauge::default(),
+            mqtt_connected: Family::default(),
             mqtt_reconnects: Counter::default(),
             messages_redelivered: Counter::default(),
             namespace_pauses: Counter::default(),
             messages_rejected: Counter::default(),
+            feed_registrations: Gauge::default(),
+            feed_triggers_disabled: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -166,7 +176,7 @@ impl Default for Metrics {
         );
         registry.register(
             "mqtt_connected",
-            "1 while connected to the broker, else 0",
+            "1 while the connection (by MQTT client id) is up, else 0",
             inner.mqtt_connected.clone(),
         );
         registry.register(
@@ -189,26 +199,28 @@ impl Default for Metrics {
             "Messages acknowledged unfired because OpenWhisk can never accept them (refused, or too large on their own)",
             inner.messages_rejected.clone(),
         );
+        registry.register(
+            "feed_registrations",
+            "Triggers registered through the feed API, active or not",
+            inner.feed_registrations.clone(),
+        );
+        registry.register(
+            "feed_triggers_disabled",
+            "Feed registrations disabled because OpenWhisk answered 401/403/404 for FEED_DISABLE_AFTER_SECS",
+            inner.feed_triggers_disabled.clone(),
+        );
         Metrics(Arc::new(Inner { registry, ..inner }))
     }
 }
 
 impl Metrics {
-    /// One counter per subscribed filter, looked up once so that counting a message
-    /// allocates nothing.
-    pub fn received_counters(&self, filters: &[String]) -> Vec<(String, Counter)> {
-        filters
-            .iter()
-            .map(|filter| {
-                let labels = FilterLabels {
-                    filter: filter.clone(),
-                };
-                (
-                    filter.clone(),
-                    self.0.messages_received.get_or_create_owned(&labels),
-                )
-            })
-            .collect()
+    /// The counter of messages received on `filter`, looked up once per filter so that
+    /// counting a message allocates nothing.
+    pub fn received_counter(&self, filter: &str) -> Counter {
+        let labels = FilterLabels {
+            filter: filter.to_owned(),
+        };
+        self.0.messages_received.get_or_create_owned(&labels)
     }
 
     pub fn fire_attempt(&self, kind: FireKind, outcome: FireOutcome, status: &str) {
@@ -245,8 +257,37 @@ impl Metrics {
             .inc();
     }
 
-    pub fn mqtt_connected(&self, connected: bool) {
-        self.0.mqtt_connected.set(i64::from(connected));
+    /// Whether the connection with client id `connection` is up.
+    pub fn mqtt_connected(&self, connection: &str, connected: bool) {
+        let labels = ConnectionLabels {
+            connection: connection.to_owned(),
+        };
+        self.0
+            .mqtt_connected
+            .get_or_create(&labels)
+            .set(i64::from(connected));
+    }
+
+    /// Forgets a connection closed for good (its last route was deleted).
+    pub fn mqtt_connection_closed(&self, connection: &str) {
+        let labels = ConnectionLabels {
+            connection: connection.to_owned(),
+        };
+        self.0.mqtt_connected.remove(&labels);
+    }
+
+    pub fn feed_registrations(&self, count: usize) {
+        self.0
+            .feed_registrations
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    pub fn feed_registrations_changed(&self, delta: i64) {
+        self.0.feed_registrations.inc_by(delta);
+    }
+
+    pub fn feed_trigger_disabled(&self) {
+        self.0.feed_triggers_disabled.inc();
     }
 
     pub fn mqtt_reconnect(&self) {

@@ -122,6 +122,7 @@ impl AlarmFires {
             messages: 0,
             payload_bytes: 0,
             deadline,
+            destination: None,
         };
         let scheduled_at = rfc3339(scheduled_at);
         let next_fire = next_fire.map(|t| rfc3339(t.with_timezone(&alarm.zone)));

@@ -33,7 +33,7 @@ impl Events {
             kind = ?fire.kind, namespace = %fire.target.namespace, trigger = %fire.target.trigger,
             subject = fire.subject, status, "fire accepted"
         );
-        self.health.openwhisk_accepting();
+        self.accepting(fire);
         self.metrics
             .fire_attempt(fire.kind, FireOutcome::Accepted, status);
         self.metrics.fire_finished(fire.kind, took.as_secs_f64());
@@ -41,7 +41,7 @@ impl Events {
 
     /// 204: OpenWhisk took the fire, but no active rule starts an action.
     pub fn no_active_rule(&self, fire: &Fire<'_>, status: &str, took: Duration) {
-        self.health.openwhisk_accepting();
+        self.accepting(fire);
         self.health.no_active_rule(&fire.target.trigger);
         self.metrics
             .fire_attempt(fire.kind, FireOutcome::NoActiveRule, status);
@@ -90,9 +90,36 @@ impl Events {
         }
     }
 
+    /// OpenWhisk took a fire: whatever failed before is over, for its feed trigger or
+    /// for the provider's own triggers.
+    fn accepting(&self, fire: &Fire<'_>) {
+        match fire.destination {
+            Some(destination) if destination.is_feed() => {
+                let target = fire.target;
+                self.health
+                    .feed_trigger(&target.namespace, &target.trigger, None);
+            }
+            _ => self.health.openwhisk_accepting(),
+        }
+    }
+
     /// 401, 403, 404, a redirect, or a 400/413 not from OpenWhisk itself: retried
-    /// slowly; the log and `/readyz` say what to check.
+    /// slowly; the log and `/readyz` say what to check. A feed trigger's problem is its
+    /// own: it does not make the provider unready, and is disabled if it goes on.
     pub fn fire_not_ready(&self, fire: &Fire<'_>, status: &str, answer: &Answer) {
+        if let Some(destination) = fire.destination
+            && destination.is_feed()
+        {
+            let problem = format!(
+                "{} (disabled if this goes on for FEED_DISABLE_AFTER_SECS)",
+                problem(answer)
+            );
+            self.health
+                .feed_trigger(&fire.target.namespace, &fire.target.trigger, Some(&problem));
+            self.metrics
+                .fire_attempt(fire.kind, FireOutcome::Retried, status);
+            return;
+        }
         let hint = match answer.status.map(|s| s.as_u16()) {
             Some(404) => format!(
                 " (does trigger {:?} exist? create it once with wsk)",

@@ -18,13 +18,13 @@ mod reconnect;
 mod session;
 mod tls;
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::metrics::counter::Counter;
 use rumqttc::{
     Event, EventLoop, MqttOptions, Packet, PubAck, Publish, QoS, Subscribe, SubscribeFilter,
-    SubscribeReasonCode, Transport,
+    SubscribeReasonCode, Transport, Unsubscribe,
 };
 use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::MqttConfig;
 use crate::health::{BrokerState, Health, REMINDER_INTERVAL};
 use crate::metrics::Metrics;
+use crate::routes::Routes;
 use reconnect::Reconnects;
 pub use session::Message;
 use session::{Ack, Receipt, Session};
@@ -73,9 +74,20 @@ pub struct MqttSource {
     session: Arc<Session>,
     /// Reused buffer for the acks being written.
     writing: Vec<Ack>,
-    filters: Vec<String>,
-    /// `messages_received_total` of each filter, in the order of `filters`.
-    received: Vec<(String, Counter)>,
+    /// What this connection subscribes: every filter its routes use.
+    routes: Arc<Routes>,
+    /// The filters the broker's session holds, as far as SUBSCRIBE and UNSUBSCRIBE were
+    /// written; cleared by a new session.
+    subscribed: BTreeSet<String>,
+    /// The filters of each SUBSCRIBE not answered yet, by packet id.
+    awaiting_suback: HashMap<u16, Vec<String>>,
+    /// Filters the broker refused, until it takes them.
+    refused: BTreeSet<String>,
+    /// The packet id of the next SUBSCRIBE or UNSUBSCRIBE. Ids of packets the provider
+    /// sends are its own: they never collide with the broker's ids for publishes.
+    next_pkid: u16,
+    /// Names the connection in `/readyz` and the logs: its client id.
+    name: Arc<str>,
     qos: QoS,
     health: Health,
     metrics: Metrics,
@@ -91,6 +103,7 @@ pub struct MqttSource {
 impl MqttSource {
     pub fn new(
         config: &MqttConfig,
+        routes: Arc<Routes>,
         health: Health,
         metrics: Metrics,
     ) -> anyhow::Result<(MqttSource, Acker)> {
@@ -119,12 +132,18 @@ impl MqttSource {
         let eventloop = EventLoop::new(options, 1);
         let session = Arc::new(Session::default());
         let acker = Acker(session.clone());
+        let name: Arc<str> = config.client_id.as_str().into();
+        health.set_broker(&name, BrokerState::Disconnected);
         let source = MqttSource {
             eventloop,
             session,
             writing: Vec::new(),
-            filters: config.topics.clone(),
-            received: metrics.received_counters(&config.topics),
+            routes,
+            subscribed: BTreeSet::new(),
+            awaiting_suback: HashMap::new(),
+            refused: BTreeSet::new(),
+            next_pkid: 0,
+            name,
             qos: subscription_qos(config.qos),
             health,
             metrics,
@@ -150,6 +169,7 @@ impl MqttSource {
         let mut intake = Some(messages_tx);
         let mut retry_at: Option<Instant> = None;
         let session = self.session.clone();
+        let routes = self.routes.clone();
         loop {
             self.write_acks().await;
             // Cancelling `poll()` here (rumqttc 0.25.1, pinned) loses nothing: a cancelled
@@ -172,6 +192,10 @@ impl MqttSource {
                     continue;
                 }
                 _ = session.ready.notified() => continue,
+                _ = routes.changed.notified() => {
+                    self.sync_subscriptions().await;
+                    continue;
+                }
                 _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
                     retry_at = None;
                     continue;
@@ -182,7 +206,9 @@ impl MqttSource {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     self.on_connected(ack.session_present).await;
                 }
-                Ok(Event::Incoming(Packet::SubAck(ack))) => self.on_suback(&ack.return_codes),
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    self.on_suback(ack.pkid, &ack.return_codes);
+                }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     if let Some(tx) = &intake
                         && !self.hand_over(publish, tx, &stop_intake).await
@@ -212,8 +238,15 @@ impl MqttSource {
                             return;
                         }
                     }
-                    self.health.set_broker(BrokerState::Disconnected);
-                    self.metrics.mqtt_connected(false);
+                    // A SUBSCRIBE not answered may not have reached the broker: sent again.
+                    for (_, filters) in self.awaiting_suback.drain() {
+                        filters.iter().for_each(|f| {
+                            self.subscribed.remove(f);
+                        });
+                    }
+                    self.health
+                        .set_broker(&self.name, BrokerState::Disconnected);
+                    self.metrics.mqtt_connected(&self.name, false);
                     let failure = self.reconnects.failed(&error);
                     if failure.was_connected {
                         self.metrics.mqtt_reconnect();
@@ -232,11 +265,6 @@ impl MqttSource {
         tx: &mpsc::Sender<Message>,
         stop_intake: &CancellationToken,
     ) -> bool {
-        for (filter, counter) in &self.received {
-            if rumqttc::matches(&publish.topic, filter) {
-                counter.inc();
-            }
-        }
         let message = match self.session.receive(publish, &mut self.seq) {
             Receipt::New(message) => message,
             Receipt::InPipeline | Receipt::AlreadyAccepted => {
@@ -340,8 +368,9 @@ impl MqttSource {
 
     async fn on_connected(&mut self, session_present: bool) {
         let failed_attempts = self.reconnects.connected();
-        self.metrics.mqtt_connected(true);
+        self.metrics.mqtt_connected(&self.name, true);
         tracing::info!(
+            connection = %self.name,
             session_present,
             failed_attempts,
             "connected to the MQTT broker"
@@ -355,42 +384,94 @@ impl MqttSource {
             self.session.start_new();
         }
         // A resumed session keeps its subscriptions, and subscribing again would make the
-        // broker resend every retained message. Subscribe on a new session, and once per
-        // process start so that a changed MQTT_TOPICS takes effect.
-        if session_present && self.subscribed_once {
-            self.health.set_broker(BrokerState::Subscribed);
-            return;
+        // broker resend every retained message. Subscribe everything on a new session,
+        // and once per process start so that a changed configuration takes effect; on a
+        // resumed one only what changed while disconnected.
+        if !session_present || !self.subscribed_once {
+            self.subscribed.clear();
         }
-        let filters = self
-            .filters
-            .iter()
-            .map(|f| SubscribeFilter::new(f.clone(), self.qos));
-        let mut subscribe = Subscribe::new_many(filters);
-        // The provider publishes nothing, so no other packet id is ever in use.
-        subscribe.pkid = 1;
-        if self.write_packet(Packet::Subscribe(subscribe)).await {
-            self.health.set_broker(BrokerState::Connected);
-        }
+        self.subscribed_once = true;
+        self.sync_subscriptions().await;
     }
 
-    fn on_suback(&mut self, codes: &[SubscribeReasonCode]) {
-        let refused: Vec<String> = self
-            .filters
-            .iter()
-            .zip(codes)
-            .filter(|(_, code)| matches!(code, SubscribeReasonCode::Failure))
-            .map(|(filter, _)| filter.clone())
-            .collect();
-        self.subscribed_once = true;
+    /// Subscribes the filters the routes gained and unsubscribes those they lost, as far
+    /// as there is a connection; the next CONNACK brings the rest.
+    async fn sync_subscriptions(&mut self) {
+        if self.eventloop.network.is_none() {
+            return;
+        }
+        let wanted: BTreeSet<String> = self.routes.read().filters().into_iter().collect();
+        let gained: Vec<String> = wanted.difference(&self.subscribed).cloned().collect();
+        let lost: Vec<String> = self.subscribed.difference(&wanted).cloned().collect();
+        if !gained.is_empty() {
+            let filters = gained
+                .iter()
+                .map(|f| SubscribeFilter::new(f.clone(), self.qos));
+            let mut subscribe = Subscribe::new_many(filters);
+            subscribe.pkid = self.next_pkid();
+            let pkid = subscribe.pkid;
+            if !self.write_packet(Packet::Subscribe(subscribe)).await {
+                return;
+            }
+            self.awaiting_suback.insert(pkid, gained.clone());
+            self.subscribed.extend(gained);
+        }
+        if !lost.is_empty() {
+            let unsubscribe = Unsubscribe {
+                pkid: self.next_pkid(),
+                topics: lost.clone(),
+            };
+            if !self.write_packet(Packet::Unsubscribe(unsubscribe)).await {
+                return;
+            }
+            tracing::info!(connection = %self.name, filters = ?lost, "unsubscribed: no route uses them any more");
+            for filter in &lost {
+                self.subscribed.remove(filter);
+                self.refused.remove(filter);
+            }
+        }
+        self.report_subscriptions();
+    }
+
+    /// 1..=65535, wrapping: 0 is not a valid packet id.
+    fn next_pkid(&mut self) -> u16 {
+        self.next_pkid = self.next_pkid % u16::MAX + 1;
+        self.next_pkid
+    }
+
+    fn report_subscriptions(&self) {
+        let state = if !self.refused.is_empty() {
+            BrokerState::Refused(self.refused.iter().cloned().collect())
+        } else if self.awaiting_suback.is_empty() {
+            BrokerState::Subscribed
+        } else {
+            BrokerState::Connected
+        };
+        self.health.set_broker(&self.name, state);
+    }
+
+    fn on_suback(&mut self, pkid: u16, codes: &[SubscribeReasonCode]) {
+        let Some(filters) = self.awaiting_suback.remove(&pkid) else {
+            return;
+        };
+        let mut refused = Vec::new();
+        for (filter, code) in filters.iter().zip(codes) {
+            if matches!(code, SubscribeReasonCode::Failure) {
+                refused.push(filter.clone());
+                self.refused.insert(filter.clone());
+            } else {
+                self.refused.remove(filter);
+            }
+        }
         if refused.is_empty() {
-            tracing::info!(filters = ?self.filters, qos = ?self.qos, "subscribed");
-            self.health.set_broker(BrokerState::Subscribed);
+            tracing::info!(connection = %self.name, ?filters, qos = ?self.qos, "subscribed");
         } else {
             tracing::error!(
+                connection = %self.name,
                 ?refused,
                 "the broker refused to subscribe these filters (check its ACL)"
             );
-            self.health.set_broker(BrokerState::Refused(refused));
         }
+        self.report_subscriptions();
     }
 }

@@ -55,11 +55,10 @@ async fn every_configuration_problem_is_reported_at_once_with_exit_2() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     for expected in [
         "MQTT_URL: scheme must be mqtt:// or mqtts://",
-        "MQTT_TOPICS: required",
+        "MQTT_TOPICS: required (with OW_TRIGGER) unless ROUTES or STATE_DIR",
         "MQTT_QOS: expected QoS from 0 to 2, got 7",
         "OW_API_HOST: required",
         "OW_AUTH: expected the API key as uuid:key",
-        "OW_TRIGGER: required",
         "FIRE_PARAMS: expected a JSON object",
     ] {
         assert!(

@@ -60,7 +60,13 @@ async fn metrics_count_a_known_workload_exactly() {
             8.0,
         ),
         ("mqtt_whisk_fires_in_flight".to_owned(), 0.0),
-        ("mqtt_whisk_mqtt_connected".to_owned(), 1.0),
+        (
+            format!(
+                r#"mqtt_whisk_mqtt_connected{{connection="{}"}}"#,
+                scenario.client_id
+            ),
+            1.0,
+        ),
         ("mqtt_whisk_mqtt_reconnects_total".to_owned(), 0.0),
         ("mqtt_whisk_namespace_pauses_total".to_owned(), 0.0),
     ];

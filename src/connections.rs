@@ -1,0 +1,299 @@
+//! The MQTT connections, one per broker, credentials and namespace, each with its own
+//! source, forwarder and routes.
+//!
+//! Why per namespace: a broker's in-flight window (`max_inflight_messages`) belongs to a
+//! connection. If one connection carried two namespaces, the unacknowledged messages of a
+//! throttled or failing one would fill the window and stop the other's too, whatever the
+//! provider did inside. With a connection each, a namespace can only hold up itself.
+//!
+//! Connections are opened when a route first needs one and closed when their last route
+//! goes; the client id is derived from `MQTT_CLIENT_ID`, so it is the same after a
+//! restart and the broker's persistent session (and what it kept) is found again.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Credentials, MqttConfig};
+use crate::delivery::Deliverer;
+use crate::fire_body::MessageBodies;
+use crate::forward::Forwarder;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::mqtt::MqttSource;
+use crate::routes::{Destination, Routes};
+
+/// Which connection a route travels on.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ConnectionKey {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    pub username: Option<String>,
+    /// Kept to tell connections apart, never shown (see the `Debug` below).
+    pub password: Option<String>,
+    pub namespace: String,
+}
+
+impl fmt::Debug for ConnectionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let user = self
+            .username
+            .as_deref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        write!(
+            f,
+            "{user}{}:{} for {}",
+            self.host, self.port, self.namespace
+        )
+    }
+}
+
+impl ConnectionKey {
+    /// The key of `broker` (its host, port, TLS and credentials) for `namespace`.
+    pub fn new(broker: &MqttConfig, namespace: &str) -> ConnectionKey {
+        let credentials = broker.credentials.as_ref();
+        ConnectionKey {
+            host: broker.host.to_ascii_lowercase(),
+            port: broker.port,
+            tls: broker.tls.is_some(),
+            username: credentials.map(|c| c.username.clone()),
+            password: credentials
+                .and_then(|c| c.password.as_ref())
+                .map(|p| p.expose_secret().to_owned()),
+            namespace: namespace.to_owned(),
+        }
+    }
+}
+
+/// What every connection's forwarder shares.
+pub struct Pipeline {
+    pub deliverer: Arc<Deliverer>,
+    pub bodies: Arc<MessageBodies>,
+    pub concurrency: usize,
+    pub batch_max: usize,
+    pub batch_wait: Duration,
+}
+
+/// The tokens and trackers of a running provider, which every connection joins, so that
+/// shutdown stops them all in one order (see `App::run_until_stopped`).
+#[derive(Clone)]
+pub struct Running {
+    pub stop_intake: CancellationToken,
+    pub fires_done: CancellationToken,
+    pub abandon: CancellationToken,
+    pub fires: TaskTracker,
+    pub forwarders: TaskTracker,
+    pub sources: TaskTracker,
+}
+
+impl Running {
+    pub fn new() -> Running {
+        Running {
+            stop_intake: CancellationToken::new(),
+            fires_done: CancellationToken::new(),
+            abandon: CancellationToken::new(),
+            fires: TaskTracker::new(),
+            forwarders: TaskTracker::new(),
+            sources: TaskTracker::new(),
+        }
+    }
+}
+
+/// Every connection, by key.
+pub struct Connections {
+    /// `MQTT_URL`'s broker as configured, and the namespace whose connection keeps
+    /// `MQTT_CLIENT_ID` itself (`OW_NAMESPACE`), so that upgrading keeps the session.
+    base: MqttConfig,
+    base_namespace: String,
+    pipeline: Pipeline,
+    health: Health,
+    metrics: Metrics,
+    running: Running,
+    open: Mutex<HashMap<ConnectionKey, Connection>>,
+}
+
+struct Connection {
+    routes: Arc<Routes>,
+    client_id: Arc<str>,
+    /// Stop this connection alone (children of the provider's tokens).
+    stop_intake: CancellationToken,
+    fires_done: CancellationToken,
+    forwarder: JoinHandle<()>,
+}
+
+impl Connections {
+    pub fn new(
+        base: MqttConfig,
+        base_namespace: &str,
+        pipeline: Pipeline,
+        health: Health,
+        metrics: Metrics,
+        running: Running,
+    ) -> Connections {
+        Connections {
+            base,
+            base_namespace: base_namespace.to_owned(),
+            pipeline,
+            health,
+            metrics,
+            running,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `MQTT_URL`'s broker, with its credentials and TLS settings.
+    pub fn base(&self) -> &MqttConfig {
+        &self.base
+    }
+
+    /// Routes `filter` to `destination` on the connection to `broker` for
+    /// `destination`'s namespace, opening the connection if there is none.
+    pub fn add_route(
+        &self,
+        broker: &MqttConfig,
+        filter: &str,
+        destination: &Arc<Destination>,
+    ) -> anyhow::Result<()> {
+        let key = ConnectionKey::new(broker, &destination.target.namespace);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if !open.contains_key(&key) {
+            let connection = self.open_connection(broker, &key)?;
+            open.insert(key.clone(), connection);
+        }
+        open[&key].routes.add(filter, destination);
+        Ok(())
+    }
+
+    /// Stops routing `filter` to `destination` and waits until none of its fires is in
+    /// flight; a connection left without routes is closed.
+    pub async fn remove_route(
+        &self,
+        broker: &MqttConfig,
+        filter: &str,
+        destination: &Arc<Destination>,
+    ) {
+        let key = ConnectionKey::new(broker, &destination.target.namespace);
+        let closing = {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(connection) = open.get(&key) else {
+                return;
+            };
+            connection.routes.remove(filter, destination);
+            let unused = connection.routes.read().is_empty();
+            unused.then(|| open.remove(&key)).flatten()
+        };
+        destination.retire().await;
+        if let Some(connection) = closing {
+            self.close(connection).await;
+        }
+    }
+
+    fn open_connection(
+        &self,
+        broker: &MqttConfig,
+        key: &ConnectionKey,
+    ) -> anyhow::Result<Connection> {
+        let mut config = broker.clone();
+        config.client_id = self.client_id(key);
+        let routes = Arc::new(Routes::new(self.metrics.clone()));
+        let (source, acker) = MqttSource::new(
+            &config,
+            routes.clone(),
+            self.health.clone(),
+            self.metrics.clone(),
+        )?;
+        let pipeline = &self.pipeline;
+        let forwarder = Forwarder {
+            deliverer: pipeline.deliverer.clone(),
+            acker,
+            bodies: pipeline.bodies.clone(),
+            routes: routes.clone(),
+            concurrency: pipeline.concurrency,
+            batch_max: pipeline.batch_max,
+            batch_wait: pipeline.batch_wait,
+        };
+        let running = &self.running;
+        let stop_intake = running.stop_intake.child_token();
+        let fires_done = running.fires_done.child_token();
+        let (messages_tx, messages_rx) = mpsc::channel(pipeline.concurrency);
+        running
+            .sources
+            .spawn(source.run(messages_tx, stop_intake.clone(), fires_done.clone()));
+        let forwarder = running.forwarders.spawn(forwarder.run(
+            messages_rx,
+            running.abandon.clone(),
+            running.fires.clone(),
+        ));
+        tracing::info!(connection = %config.client_id, broker = ?key, "opening an MQTT connection");
+        Ok(Connection {
+            routes,
+            client_id: config.client_id.as_str().into(),
+            stop_intake,
+            fires_done,
+            forwarder,
+        })
+    }
+
+    /// Closes a connection whose last route went: its forwarder ends, then the source
+    /// disconnects cleanly. Its filters were unsubscribed, so the broker keeps nothing
+    /// more for it.
+    async fn close(&self, connection: Connection) {
+        connection.stop_intake.cancel();
+        let _ = connection.forwarder.await;
+        connection.fires_done.cancel();
+        self.health.forget_broker(&connection.client_id);
+        self.metrics.mqtt_connection_closed(&connection.client_id);
+        tracing::info!(connection = %connection.client_id, "MQTT connection closed: no route uses it any more");
+    }
+
+    /// `MQTT_CLIENT_ID` for `MQTT_URL`'s broker and `OW_NAMESPACE`; otherwise derived
+    /// from it, the namespace and (for another broker or user) `user@host:port`, so that
+    /// it is stable across restarts and distinct per connection.
+    fn client_id(&self, key: &ConnectionKey) -> String {
+        let base = &self.base.client_id;
+        let base_key = ConnectionKey::new(&self.base, &key.namespace);
+        let same_broker = base_key == *key;
+        match (same_broker, key.namespace == self.base_namespace) {
+            (true, true) => base.clone(),
+            (true, false) => format!("{base}-{}", key.namespace),
+            (false, _) => {
+                let user = key
+                    .username
+                    .as_deref()
+                    .map(|u| format!("{u}@"))
+                    .unwrap_or_default();
+                format!("{base}-{}-{user}{}:{}", key.namespace, key.host, key.port)
+            }
+        }
+    }
+}
+
+/// The broker a feed registration names: `MQTT_URL`'s settings (TLS trust, session,
+/// limits) with its own host, port, TLS and credentials.
+pub fn broker_at(
+    base: &MqttConfig,
+    host: &str,
+    port: u16,
+    tls: bool,
+    credentials: Option<Credentials>,
+) -> MqttConfig {
+    let mut broker = base.clone();
+    broker.host = host.to_owned();
+    broker.port = port;
+    broker.tls = match (tls, &base.tls) {
+        (false, _) => None,
+        (true, Some(same)) => Some(same.clone()),
+        (true, None) => Some(Arc::default()),
+    };
+    broker.credentials = credentials;
+    broker
+}
