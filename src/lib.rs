@@ -5,7 +5,9 @@
 //! Layout:
 //! - [`config`]: environment -> validated [`config::Config`]; `--help` and `--check` text.
 //! - [`app`]: builds the parts and runs them; the shutdown order lives here.
-//! - [`mqtt`]: the broker side: event loop, subscriptions, epoch-guarded acks.
+//! - [`mqtt`]: the broker side: event loop, subscriptions, epoch-guarded acks;
+//!   [`topic_trie`]: values keyed by topic filter, matched at a cost independent of
+//!   their number.
 //! - [`forward`]: message -> fire -> ack, with bounded concurrency.
 //! - [`delivery`]: one fire with its retry rules; [`pause`]: the namespace-wide 429 pause.
 //! - [`openwhisk`]: the HTTP client and the classification of answers.
@@ -37,3 +39,5 @@ pub(crate) mod routes;
 pub(crate) mod schedule;
 pub mod shutdown;
 pub mod telemetry;
+#[allow(dead_code)] // wired into routing by issue 10
+pub(crate) mod topic_trie;
