@@ -39,5 +39,4 @@ pub(crate) mod routes;
 pub(crate) mod schedule;
 pub mod shutdown;
 pub mod telemetry;
-#[allow(dead_code)] // wired into routing by issue 10
 pub(crate) mod topic_trie;
