@@ -1,6 +1,7 @@
 //! Tests of the harness itself: Mosquitto, the publisher and the fake OpenWhisk behave as
 //! the other tests assume.
 
+use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::time::{Duration, SystemTime};
 
@@ -403,28 +404,19 @@ async fn fake_openwhisk_answers_413_above_the_namespace_payload_limit() {
     let ow = FakeOpenWhisk::start().await;
     ow.create_trigger("t", true);
     ow.set_max_payload_bytes(100);
-    let body = |len: usize| {
-        let padding = "x".repeat(len - r#"{"x":""}"#.len());
-        format!(r#"{{"x":"{padding}"}}"#)
-    };
-    let json = |request: RequestBuilder| request.header("content-type", "application/json");
-    let (status, _, error) = answer(json(fire(&ow, "_", "t")).body(body(101))).await;
+    let (status, _, error) = answer(json_of_len(fire(&ow, "_", "t"), 101)).await;
     assert_eq!(status, 413);
     assert_eq!(
         error["error"],
         "Request larger than allowed: 101 > 100 bytes."
     );
-    assert_eq!(
-        answer(json(fire(&ow, "_", "t")).body(body(100))).await.0,
-        202
-    );
+    assert_eq!(answer(json_of_len(fire(&ow, "_", "t"), 100)).await.0, 202);
 }
 
 #[tokio::test]
 async fn fake_openwhisk_keeps_the_delivered_sequence_numbers_up_to_date() {
     let ow = FakeOpenWhisk::start().await;
     ow.create_trigger("t", true);
-    let message = |seq: u64| json!({"type": "message", "body": format!(r#"{{"seq":{seq}}}"#)});
     for seq in [3, 1, 3] {
         assert_eq!(answer(fire(&ow, "_", "t").json(&message(seq))).await.0, 202);
     }
@@ -440,12 +432,233 @@ async fn fake_openwhisk_keeps_the_delivered_sequence_numbers_up_to_date() {
     );
 }
 
+#[tokio::test]
+async fn fake_openwhisk_throttles_each_namespace_in_its_own_window() {
+    // The window is the wall-clock minute: retry if the fires straddled a minute boundary.
+    for _ in 0..3 {
+        let ow = FakeOpenWhisk::start().await;
+        let b = ow.add_namespace();
+        ow.create_trigger("t", true);
+        b.create_trigger("t", true);
+        let minute = current_minute();
+        ow.set_fires_per_minute(Some(1));
+        b.set_fires_per_minute(Some(2));
+        let mut answers = Vec::new();
+        for (auth, seq) in [(ow.auth(), 1), (ow.auth(), 2), (b.auth(), 3), (b.auth(), 4)] {
+            let request = fire_with(&auth, &ow, "_", "t").json(&message(seq));
+            answers.push(answer(request).await);
+        }
+        if current_minute() != minute {
+            continue;
+        }
+        let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+        assert_eq!(statuses, [202, 429, 202, 202]);
+        assert_eq!(
+            answers[1].2["error"],
+            "Too many requests in the last minute (count: 2, allowed: 1)."
+        );
+        assert_eq!((ow.count_status(429), b.count_status(429)), (1, 0));
+        let delivered = |(seqs, duplicates): (BTreeSet<u64>, usize)| {
+            (seqs.into_iter().collect::<Vec<_>>(), duplicates)
+        };
+        assert_eq!(delivered(ow.delivered()), (vec![1], 0));
+        assert_eq!(delivered(b.delivered()), (vec![3, 4], 0));
+        assert_eq!(b.accepted().len(), 2);
+        return;
+    }
+    panic!("every attempt straddled a minute boundary");
+}
+
+#[tokio::test]
+async fn fake_openwhisk_forbids_a_key_the_other_namespaces_before_throttling() {
+    let ow = FakeOpenWhisk::start().await;
+    let b = ow.add_namespace();
+    b.create_trigger("t", true);
+    // With no fire allowed, any fire that got past entitlement would be a 429.
+    ow.set_fires_per_minute(Some(0));
+    let http = http_client(TIMEOUT);
+    let url = trigger_url(&ow, b.name(), "t");
+    let forbidden = format!(
+        "The supplied authentication is not authorized to access '{}/t'.",
+        b.name()
+    );
+    let requests = [
+        http.post(&url),
+        http.get(&url),
+        http.put(format!("{url}?overwrite=true")),
+        http.delete(&url),
+    ];
+    for request in requests {
+        let (status, _, body) = answer(with_auth(&ow.auth(), request)).await;
+        assert_eq!((status, &body["error"]), (403, &json!(forbidden)));
+    }
+
+    // B's trigger is untouched, and B's own key reaches it by name.
+    assert_eq!(answer(with_auth(&b.auth(), http.get(&url))).await.0, 200);
+    assert_eq!(
+        answer(fire_with(&b.auth(), &ow, b.name(), "t")).await.0,
+        202
+    );
+    let (status, _, body) = answer(fire(&ow, "_", "t")).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (
+            429,
+            &json!("Too many requests in the last minute (count: 1, allowed: 0).")
+        ),
+        "the 403 did not count against the limit"
+    );
+
+    // A fire is the caller's, wherever it was addressed.
+    let fires = ow.fires();
+    let seen: Vec<_> = fires
+        .iter()
+        .map(|f| {
+            (
+                f.status,
+                f.resolved_namespace.as_deref(),
+                f.trigger.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [(403, Some(b.name()), "t"), (429, Some(ow.namespace()), "t")]
+    );
+    let statuses: Vec<u16> = b.fires().iter().map(|f| f.status).collect();
+    assert_eq!(statuses, [202]);
+}
+
+#[tokio::test]
+async fn fake_openwhisk_resolves_underscore_to_each_keys_namespace() {
+    let ow = FakeOpenWhisk::start().await;
+    let b = ow.add_namespace();
+    assert_ne!(b.name(), ow.namespace());
+    assert_ne!(b.auth(), ow.auth());
+    ow.create_trigger("t", true);
+    b.create_trigger("t", false);
+    let http = http_client(TIMEOUT);
+    let namespaces_url = format!("{}/api/v1/namespaces", ow.api_host());
+    let keys = [
+        (ow.auth(), ow.namespace(), true, 202),
+        (b.auth(), b.name(), false, 204),
+    ];
+    for (auth, namespace, has_rules, fire_status) in keys {
+        let namespaces = answer(with_auth(&auth, http.get(&namespaces_url))).await;
+        assert_eq!((namespaces.0, namespaces.2), (200, json!([namespace])));
+        let get = with_auth(&auth, http.get(trigger_url(&ow, "_", "t")));
+        let (status, _, trigger) = answer(get).await;
+        assert_eq!((status, &trigger["namespace"]), (200, &json!(namespace)));
+        assert_eq!(trigger.get("rules").is_some(), has_rules, "{trigger}");
+        assert_eq!(answer(fire_with(&auth, &ow, "_", "t")).await.0, fire_status);
+    }
+    assert_eq!(answer(http.get(&namespaces_url)).await.0, 401);
+
+    for (fires, namespace) in [(ow.fires(), ow.namespace()), (b.fires(), b.name())] {
+        let [fire] = fires.as_slice() else {
+            panic!("one fire expected: {fires:?}")
+        };
+        assert_eq!(fire.namespace, "_");
+        assert_eq!(fire.resolved_namespace.as_deref(), Some(namespace));
+        assert_eq!(fire.trigger, "t");
+    }
+
+    b.delete_trigger("t");
+    assert_eq!(answer(fire_with(&b.auth(), &ow, "_", "t")).await.0, 404);
+    assert_eq!(answer(fire(&ow, "_", "t")).await.0, 202);
+}
+
+#[tokio::test]
+async fn fake_openwhisk_rejects_a_revoked_key_and_an_unknown_one() {
+    let ow = FakeOpenWhisk::start().await;
+    let b = ow.add_namespace();
+    ow.create_trigger("t", true);
+    b.create_trigger("t", true);
+    assert_eq!(answer(fire_with(&b.auth(), &ow, "_", "t")).await.0, 202);
+
+    b.revoke_key();
+    let http = http_client(TIMEOUT);
+    let url = trigger_url(&ow, "_", "t");
+    let requests = [
+        http.post(&url),
+        http.get(&url),
+        http.get(format!("{}/api/v1/namespaces", ow.api_host())),
+    ];
+    for request in requests {
+        let (status, headers, body) = answer(with_auth(&b.auth(), request)).await;
+        assert_eq!(
+            (status, &body["error"]),
+            (401, &json!("The supplied authentication is invalid"))
+        );
+        assert_eq!(
+            headers["www-authenticate"],
+            "Basic realm=\"OpenWhisk secure realm\""
+        );
+    }
+    let unknown = format!("{}:{}", "0".repeat(32), "k".repeat(64));
+    let (status, _, body) = answer(fire_with(&unknown, &ow, b.name(), "t")).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (401, &json!("The supplied authentication is invalid"))
+    );
+
+    // The revoked key's fire is B's by its uuid, the unknown key's by its path.
+    let seen: Vec<_> = b
+        .fires()
+        .iter()
+        .map(|f| (f.status, f.resolved_namespace.clone()))
+        .collect();
+    let b_name = Some(b.name().to_string());
+    assert_eq!(
+        seen,
+        [(202, b_name.clone()), (401, b_name.clone()), (401, b_name)]
+    );
+    assert_eq!(
+        answer(fire(&ow, "_", "t")).await.0,
+        202,
+        "A's key still works"
+    );
+    assert_eq!(ow.count_status(401), 0);
+}
+
+#[tokio::test]
+async fn fake_openwhisk_keeps_faults_and_payload_limits_per_namespace() {
+    let ow = FakeOpenWhisk::start().await;
+    let b = ow.add_namespace();
+    ow.create_trigger("t", true);
+    b.create_trigger("t", true);
+    let fire_a = || fire(&ow, "_", "t");
+    let fire_b = || fire_with(&b.auth(), &ow, "_", "t");
+
+    b.set_fault(Fault::Status(503));
+    assert_eq!(answer(fire_a()).await.0, 202);
+    assert_eq!(answer(fire_b()).await.0, 503);
+    ow.set_fault(Fault::Reset);
+    assert!(fire_a().send().await.is_err(), "a reset fire got an answer");
+    assert_eq!(answer(fire_b()).await.0, 503);
+
+    ow.set_fault(Fault::None);
+    b.set_fault(Fault::None);
+    b.set_max_payload_bytes(100);
+    let (status, _, error) = answer(json_of_len(fire_b(), 101)).await;
+    assert_eq!(
+        (status, &error["error"]),
+        (413, &json!("Request larger than allowed: 101 > 100 bytes."))
+    );
+    assert_eq!(answer(json_of_len(fire_a(), 101)).await.0, 202);
+
+    let statuses = |fires: Vec<RecordedFire>| fires.iter().map(|f| f.status).collect::<Vec<_>>();
+    assert_eq!(statuses(ow.fires()), [202, 0, 202]);
+    assert_eq!(statuses(b.fires()), [503, 503, 413]);
+}
+
 #[test]
 fn delivered_sequence_numbers_reads_message_and_batch_fires() {
     let message =
         |seq: u64| json!({"type": "message", "body": format!(r#"{{"seq":{seq},"t":1}}"#)});
     let fire = |status: u16, body: Value| RecordedFire {
         namespace: "_".to_string(),
+        resolved_namespace: None,
         trigger: "t".to_string(),
         raw_body: body.to_string().into_bytes(),
         body,
@@ -491,18 +704,41 @@ fn trigger_url(ow: &FakeOpenWhisk, namespace: &str, trigger: &str) -> String {
     )
 }
 
+/// The request with the default namespace's key.
 fn with_key(ow: &FakeOpenWhisk, request: RequestBuilder) -> RequestBuilder {
-    let auth = ow.auth();
+    with_auth(&ow.auth(), request)
+}
+
+/// The request with Basic credentials `auth` (`uuid:key`).
+fn with_auth(auth: &str, request: RequestBuilder) -> RequestBuilder {
     let (uuid, key) = auth.split_once(':').unwrap();
     request.basic_auth(uuid, Some(key))
 }
 
-/// A fire with the right key, on a fresh client.
+/// A fire with the default namespace's key, on a fresh client.
 fn fire(ow: &FakeOpenWhisk, namespace: &str, trigger: &str) -> RequestBuilder {
-    with_key(
-        ow,
+    fire_with(&ow.auth(), ow, namespace, trigger)
+}
+
+/// A fire with the key `auth`, on a fresh client.
+fn fire_with(auth: &str, ow: &FakeOpenWhisk, namespace: &str, trigger: &str) -> RequestBuilder {
+    with_auth(
+        auth,
         http_client(TIMEOUT).post(trigger_url(ow, namespace, trigger)),
     )
+}
+
+/// The request with a JSON object body of exactly `len` bytes.
+fn json_of_len(request: RequestBuilder, len: usize) -> RequestBuilder {
+    let padding = "x".repeat(len - r#"{"x":""}"#.len());
+    request
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"x":"{padding}"}}"#))
+}
+
+/// A message fire's body carrying `{"seq": seq}`, as the provider sends it.
+fn message(seq: u64) -> Value {
+    json!({"type": "message", "body": format!(r#"{{"seq":{seq}}}"#)})
 }
 
 /// Status, headers and JSON body (`Null` if not JSON) of the answer.

@@ -1,6 +1,7 @@
 //! The controller's rules for a request: routes, then auth 401, entitlement 403, throttle
 //! 429 (a fixed window per wall-clock minute), size 413, body 400/415, lookup 404, in that
-//! order (`shared/reference/openwhisk.md`, checklist item 3).
+//! order (`shared/reference/openwhisk.md`, checklist item 3). Everything after auth acts on
+//! the namespace of the request's key.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,11 +13,12 @@ use hyper::http::request::Parts;
 use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value, json};
 
+use super::Shared;
 use super::answers::{Answer, MAX_PAYLOAD_BYTES, NOT_FOUND, too_large, too_many_requests};
+use super::namespace::Namespace;
 use super::records::RecordedFire;
-use super::{Shared, State};
 
-/// The namespace's limits on fires.
+/// A namespace's limits on fires.
 pub(super) struct Limits {
     /// `None` means unlimited; a real OpenWhisk allows 60 (`limits.triggers.fires.perMinute`).
     fires_per_minute: Option<u32>,
@@ -81,13 +83,16 @@ pub(super) async fn route(shared: &Shared, parts: &Parts, body: &Bytes, at: Syst
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     match (&parts.method, segments.as_slice()) {
         (&Method::GET, ["ping"] | ["api", "v1"]) => Answer::Text("pong"),
-        (&Method::GET, ["api", "v1", "namespaces"]) => match check_auth(shared, parts) {
-            Ok(()) => Answer::Json(200, json!([shared.namespace])),
-            Err(denied) => denied,
-        },
+        (&Method::GET, ["api", "v1", "namespaces"]) => {
+            match Caller::identify(shared, parts).authenticated() {
+                Ok(namespace) => Answer::Json(200, json!([namespace.name()])),
+                Err(denied) => denied,
+            }
+        }
         (method, ["api", "v1", "namespaces", namespace, "triggers", name]) => {
             let request = TriggerRequest {
                 shared,
+                caller: Caller::identify(shared, parts),
                 parts,
                 namespace,
                 name,
@@ -112,41 +117,90 @@ pub(super) async fn route(shared: &Shared, parts: &Parts, body: &Bytes, at: Syst
     }
 }
 
+/// Who a request says it is from, read from its Basic credentials.
+struct Caller {
+    /// Whether the request has an `Authorization` header at all.
+    presented: bool,
+    /// The namespace whose uuid the credentials name, right key or not: where the fire is
+    /// recorded, and what `_` stands for in the records.
+    claimed: Option<Namespace>,
+    /// Whether the key is the claimed namespace's own, and not revoked.
+    authentic: bool,
+}
+
+impl Caller {
+    fn identify(shared: &Shared, parts: &Parts) -> Caller {
+        let Some(value) = header(parts, "authorization") else {
+            return Caller {
+                presented: false,
+                claimed: None,
+                authentic: false,
+            };
+        };
+        let credentials = value
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+            .and_then(|(_, encoded)| BASE64_STANDARD.decode(encoded.trim()).ok())
+            .and_then(|decoded| String::from_utf8(decoded).ok());
+        let uuid_and_key = credentials.as_deref().and_then(|c| c.split_once(':'));
+        let claimed = uuid_and_key.and_then(|(uuid, _)| shared.find(|ns| ns.uuid() == uuid));
+        let authentic = match (&claimed, uuid_and_key) {
+            (Some(namespace), Some((_, key))) => namespace.accepts(key),
+            _ => false,
+        };
+        Caller {
+            presented: true,
+            claimed,
+            authentic,
+        }
+    }
+
+    /// The namespace the key authenticates: 401 "missing" or "invalid" otherwise.
+    fn authenticated(&self) -> Result<&Namespace, Answer> {
+        match &self.claimed {
+            Some(namespace) if self.authentic => Ok(namespace),
+            _ if !self.presented => Err(Answer::error(
+                401,
+                "The resource requires authentication, which was not supplied with the request",
+            )),
+            _ => Err(Answer::error(401, "The supplied authentication is invalid")),
+        }
+    }
+}
+
 /// A request on `/api/v1/namespaces/{namespace}/triggers/{name}`, segments decoded.
 pub(super) struct TriggerRequest<'a> {
     shared: &'a Shared,
+    caller: Caller,
     pub parts: &'a Parts,
+    /// As written in the path, so possibly `_`.
     namespace: &'a str,
     pub name: &'a str,
     pub body: &'a Bytes,
 }
 
 impl TriggerRequest<'_> {
-    /// The namespace of the key (what `_` stands for).
-    pub fn own_namespace(&self) -> &str {
-        &self.shared.namespace
-    }
-
     pub fn header(&self, name: &str) -> Option<String> {
         header(self.parts, name)
     }
 
-    /// 401, then 400 for an illegal name, then 403 for a foreign namespace.
-    fn check_access(&self) -> Result<(), Answer> {
-        check_auth(self.shared, self.parts)?;
+    /// 401, then 400 for an illegal name, then 403 for a namespace other than the key's
+    /// own; else the key's namespace, the one the request acts on.
+    fn check_access(&self) -> Result<&Namespace, Answer> {
+        let own = self.caller.authenticated()?;
         if !is_entity_name(self.name) {
             return Err(Answer::error(
                 400,
                 "The name of the entity contains illegal characters.",
             ));
         }
-        if self.namespace != "_" && self.namespace != self.shared.namespace {
+        if self.namespace != "_" && self.namespace != own.name() {
             let resource = format!("{}/{}", self.namespace, self.name);
             let message =
                 format!("The supplied authentication is not authorized to access '{resource}'.");
             return Err(Answer::error(403, message));
         }
-        Ok(())
+        Ok(own)
     }
 
     /// A non-empty body must be a JSON object sent as `application/json`: else 415 or 400.
@@ -174,13 +228,20 @@ impl TriggerRequest<'_> {
         }
     }
 
+    /// Records the fire in the namespace it belongs to (see [`Namespace::fires`]).
     fn record(&self, status: u16, at: SystemTime) {
         let headers = self.parts.headers.iter().map(|(name, value)| {
             let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
             (name.as_str().to_string(), value)
         });
+        let claimed = self.caller.claimed.as_ref();
+        let resolved_namespace = match self.namespace {
+            "_" => claimed.map(|namespace| namespace.name().to_string()),
+            named => Some(named.to_string()),
+        };
         let fire = RecordedFire {
             namespace: self.namespace.to_string(),
+            resolved_namespace,
             trigger: self.name.to_string(),
             body: serde_json::from_slice(self.body).unwrap_or(Value::Null),
             raw_body: self.body.to_vec(),
@@ -188,20 +249,21 @@ impl TriggerRequest<'_> {
             status,
             at,
         };
-        self.state().records.record(fire);
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.shared.state.lock().unwrap()
+        let owner = claimed
+            .cloned()
+            .or_else(|| self.shared.find(|ns| ns.name() == self.namespace))
+            .unwrap_or_else(|| self.shared.default_namespace());
+        owner.state().records.record(fire);
     }
 }
 
-/// POST on a trigger: auth, the injected fault, then the controller's checks.
+/// POST on a trigger: auth, the key's namespace's injected fault, then the controller's
+/// checks.
 async fn fire(request: &TriggerRequest<'_>) -> Answer {
-    if let Err(denied) = check_auth(request.shared, request.parts) {
-        return denied;
-    }
-    let fault = request.state().fault.clone();
+    let fault = match request.caller.authenticated() {
+        Ok(namespace) => namespace.state().fault.clone(),
+        Err(denied) => return denied,
+    };
     if let Some(answer) = fault.answer(request).await {
         return answer;
     }
@@ -210,8 +272,8 @@ async fn fire(request: &TriggerRequest<'_>) -> Answer {
 
 /// Entitlement, throttle, size, body and lookup, in the controller's order; then 204 or 202.
 fn accept_fire(request: &TriggerRequest<'_>) -> Result<Answer, Answer> {
-    request.check_access()?;
-    let mut state = request.state();
+    let namespace = request.check_access()?;
+    let mut state = namespace.state();
     state.limits.count_fire()?;
     let content_length = request
         .header(CONTENT_LENGTH.as_str())
@@ -224,27 +286,8 @@ fn accept_fire(request: &TriggerRequest<'_>) -> Result<Answer, Answer> {
 
 /// GET, PUT or DELETE on a trigger, once auth, name and entitlement pass.
 fn manage_trigger(request: &TriggerRequest<'_>) -> Result<Answer, Answer> {
-    request.check_access()?;
-    request.state().triggers.manage(request)
-}
-
-/// Basic auth against the one valid key: 401 "missing" or "invalid" otherwise.
-fn check_auth(shared: &Shared, parts: &Parts) -> Result<(), Answer> {
-    let Some(value) = header(parts, "authorization") else {
-        return Err(Answer::error(
-            401,
-            "The resource requires authentication, which was not supplied with the request",
-        ));
-    };
-    let credentials = value
-        .split_once(' ')
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
-        .and_then(|(_, encoded)| BASE64_STANDARD.decode(encoded.trim()).ok());
-    if credentials.as_deref() == Some(shared.auth.as_bytes()) {
-        Ok(())
-    } else {
-        Err(Answer::error(401, "The supplied authentication is invalid"))
-    }
+    let namespace = request.check_access()?;
+    namespace.state().triggers.manage(namespace.name(), request)
 }
 
 /// OpenWhisk's entity name rule: `\A([\w]|[\w][\w@ .&-]{0,254}[\w@.&-])\z`.

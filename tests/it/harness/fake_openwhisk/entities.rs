@@ -1,4 +1,4 @@
-//! The namespace's triggers: whether a fire finds one and has an active rule, and the
+//! A namespace's triggers: whether a fire finds one and has an active rule, and the
 //! trigger's own GET, PUT and DELETE.
 
 use std::collections::HashMap;
@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use super::answers::{Answer, NOT_FOUND};
 use super::controller::TriggerRequest;
 
-/// The triggers of the fake's one namespace, by name.
+/// The triggers of one namespace, by name.
 #[derive(Default)]
 pub(super) struct Triggers(HashMap<String, Trigger>);
 
@@ -42,10 +42,14 @@ impl Triggers {
         }
     }
 
-    /// GET, PUT (`?overwrite=true` to replace) or DELETE of the trigger `request` names,
-    /// once the controller let it through.
-    pub fn manage(&mut self, request: &TriggerRequest<'_>) -> Result<Answer, Answer> {
-        let (namespace, name) = (request.own_namespace(), request.name);
+    /// GET, PUT (`?overwrite=true` to replace) or DELETE of the trigger `request` names in
+    /// `namespace` (these triggers' own), once the controller let it through.
+    pub fn manage(
+        &mut self,
+        namespace: &str,
+        request: &TriggerRequest<'_>,
+    ) -> Result<Answer, Answer> {
+        let name = request.name;
         let found = |trigger: Option<&Trigger>| match trigger {
             Some(trigger) => Ok(Answer::Json(200, trigger.to_json(namespace, name))),
             None => Err(Answer::error(404, NOT_FOUND)),

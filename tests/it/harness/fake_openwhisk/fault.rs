@@ -6,7 +6,8 @@ use std::time::Duration;
 use super::answers::{Answer, status_message, too_many_requests};
 use super::controller::TriggerRequest;
 
-/// A misbehaviour injected into trigger fires (POST only, after the auth check).
+/// A misbehaviour injected into the trigger fires made with one namespace's key (POST
+/// only, after the auth check).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum Fault {
     /// Behave normally.

@@ -2,11 +2,16 @@
 //! touches (see `shared/reference/openwhisk.md`, "Checklist: a faithful fake controller"),
 //! records every fire, and can inject faults or stop listening.
 //!
+//! It starts with one namespace, the default, which the methods of [`FakeOpenWhisk`] act
+//! on; [`FakeOpenWhisk::add_namespace`] adds more, each with its own key, triggers,
+//! limits, fault and records.
+//!
 //! - `server`: the HTTP server, which can refuse connections for a while;
 //! - `fault`: misbehaviour injected into fires ([`Fault`]);
-//! - `controller`: routes and the controller's checks, in its order, with the throttle
-//!   window and the payload limit;
-//! - `entities`: the namespace's triggers;
+//! - `controller`: routes, who a request is from, and the controller's checks in its
+//!   order, with the throttle window and the payload limit;
+//! - `namespace`: one namespace, its key and its state ([`Namespace`]);
+//! - `entities`: a namespace's triggers;
 //! - `answers`: OpenWhisk's (and nginx's) responses and texts;
 //! - `records`: the fires seen ([`RecordedFire`]) and the readings they delivered.
 
@@ -14,26 +19,25 @@ mod answers;
 mod controller;
 mod entities;
 mod fault;
+mod namespace;
 mod records;
 mod server;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use tokio::runtime::Runtime;
 
-use self::controller::Limits;
-use self::entities::Triggers;
-use self::records::Records;
 use self::server::Server;
 use test_support::poll_until;
 
 pub use self::fault::Fault;
+pub use self::namespace::Namespace;
 pub use self::records::{RecordedFire, delivered_sequence_numbers};
 
 /// How long `accept_connections` may wait for the port to be free again.
@@ -42,6 +46,8 @@ const REBIND_TIMEOUT: Duration = Duration::from_secs(10);
 /// The fake controller: a real HTTP server on `127.0.0.1`; stops serving on drop.
 pub struct FakeOpenWhisk {
     shared: Arc<Shared>,
+    /// What the namespace-level methods of the fake act on.
+    default: Namespace,
     port: u16,
     /// The server's own runtime (one worker thread), so that a test busy polling cannot
     /// stall it; `None` only while dropping.
@@ -52,41 +58,35 @@ pub struct FakeOpenWhisk {
 
 /// What the request handlers share with the test.
 struct Shared {
-    /// `uuid:key`.
-    auth: String,
-    namespace: String,
+    /// Every namespace, the default first. Only ever grows; each has its own lock, so this
+    /// one is held just long enough to find one.
+    namespaces: Mutex<Vec<Namespace>>,
     /// Requests being handled right now.
     in_flight: AtomicUsize,
-    state: Mutex<State>,
 }
 
-#[derive(Default)]
-struct State {
-    triggers: Triggers,
-    records: Records,
-    fault: Fault,
-    limits: Limits,
+impl Shared {
+    fn find(&self, matches: impl Fn(&Namespace) -> bool) -> Option<Namespace> {
+        let namespaces = self.namespaces.lock().unwrap();
+        namespaces
+            .iter()
+            .find(|namespace| matches(namespace))
+            .cloned()
+    }
+
+    fn default_namespace(&self) -> Namespace {
+        self.namespaces.lock().unwrap()[0].clone()
+    }
 }
 
 impl FakeOpenWhisk {
-    /// Starts listening on a free loopback port with a random key and namespace.
+    /// Starts listening on a free loopback port, with a default namespace of random name
+    /// and key.
     pub async fn start() -> FakeOpenWhisk {
-        let uuid: u128 = rand::random();
-        let uuid = format!("{uuid:032x}");
-        let auth = format!(
-            "{}-{}-{}-{}-{}:{}",
-            &uuid[0..8],
-            &uuid[8..12],
-            &uuid[12..16],
-            &uuid[16..20],
-            &uuid[20..32],
-            random_alphanumeric(64)
-        );
+        let default = Namespace::random();
         let shared = Arc::new(Shared {
-            auth,
-            namespace: format!("ns_{}", random_alphanumeric(10).to_lowercase()),
+            namespaces: Mutex::new(vec![default.clone()]),
             in_flight: AtomicUsize::new(0),
-            state: Mutex::new(State::default()),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake OpenWhisk");
         let port = listener
@@ -102,6 +102,7 @@ impl FakeOpenWhisk {
         let server = Server::spawn(&runtime, listener, Arc::clone(&shared));
         FakeOpenWhisk {
             shared,
+            default,
             port,
             runtime: Some(runtime),
             server: Mutex::new(Some(server)),
@@ -113,47 +114,51 @@ impl FakeOpenWhisk {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// The only valid key, `<uuid>:<64 alphanumerics>`, for `OW_AUTH`.
+    /// Adds a namespace with its own random name and key; requests with that key see only
+    /// its triggers, limits and fault.
+    pub fn add_namespace(&self) -> Namespace {
+        let namespace = Namespace::random();
+        self.shared
+            .namespaces
+            .lock()
+            .unwrap()
+            .push(namespace.clone());
+        namespace
+    }
+
+    /// The default namespace's key, `<uuid>:<64 alphanumerics>`, for `OW_AUTH`.
     pub fn auth(&self) -> String {
-        self.shared.auth.clone()
+        self.default.auth()
     }
 
-    /// The key's own namespace (random, so `_` must really be resolved by the controller).
+    /// The default namespace (random, so `_` must really be resolved by the controller).
     pub fn namespace(&self) -> &str {
-        &self.shared.namespace
+        self.default.name()
     }
 
-    /// Creates (or replaces) a trigger, with one active rule or with none.
+    /// [`Namespace::create_trigger`] in the default namespace.
     pub fn create_trigger(&self, name: &str, active_rule: bool) {
-        self.state().triggers.create(name, active_rule);
+        self.default.create_trigger(name, active_rule);
     }
 
-    /// Deletes a trigger; fires on it then get 404.
+    /// [`Namespace::delete_trigger`] in the default namespace.
     pub fn delete_trigger(&self, name: &str) {
-        self.state().triggers.delete(name);
+        self.default.delete_trigger(name);
     }
 
-    /// Sets the fires allowed per wall-clock minute and starts counting afresh.
-    ///
-    /// `None`, the harness default, means unlimited; a real OpenWhisk allows **60**
-    /// (`limits.triggers.fires.perMinute`). Every fire that passes auth and entitlement
-    /// counts, including the ones then answered 429, 413, 400, 415, 404 or 204; fires
-    /// answered by an injected [`Fault`] do not.
+    /// [`Namespace::set_fires_per_minute`] for the default namespace.
     pub fn set_fires_per_minute(&self, limit: Option<u32>) {
-        self.state().limits.set_fires_per_minute(limit);
+        self.default.set_fires_per_minute(limit);
     }
 
-    /// Sets the namespace's payload limit: fires with a larger `Content-Length` get 413.
-    ///
-    /// A real controller's limit is per namespace (`allowedMaxPayloadSize`, at most the
-    /// system's `whisk.activation.payload.max`); the default is 1048576, as there.
+    /// [`Namespace::set_max_payload_bytes`] for the default namespace.
     pub fn set_max_payload_bytes(&self, limit: u64) {
-        self.state().limits.set_max_payload_bytes(limit);
+        self.default.set_max_payload_bytes(limit);
     }
 
-    /// Injects a fault into every following fire (until `Fault::None` is set).
+    /// [`Namespace::set_fault`] for the default namespace.
     pub fn set_fault(&self, fault: Fault) {
-        self.state().fault = fault;
+        self.default.set_fault(fault);
     }
 
     /// Stops listening (connects get ECONNREFUSED) and closes every open connection.
@@ -188,40 +193,29 @@ impl FakeOpenWhisk {
         *self.server.lock().unwrap() = Some(server);
     }
 
-    /// Every fire attempt so far, in arrival order, failed ones included.
+    /// [`Namespace::fires`] of the default namespace.
     pub fn fires(&self) -> Vec<RecordedFire> {
-        let snapshot = self.state().records.snapshot();
-        snapshot
-            .iter()
-            .map(|fire| RecordedFire::clone(fire))
-            .collect()
+        self.default.fires()
     }
 
-    /// The fires OpenWhisk accepted (202 or 204).
+    /// [`Namespace::accepted`] of the default namespace.
     pub fn accepted(&self) -> Vec<RecordedFire> {
-        let snapshot = self.state().records.snapshot();
-        let accepted = snapshot.iter().filter(|fire| fire.is_accepted());
-        accepted.map(|fire| RecordedFire::clone(fire)).collect()
+        self.default.accepted()
     }
 
-    /// What [`delivered_sequence_numbers`] says about [`FakeOpenWhisk::accepted`], but kept
-    /// up to date as fires arrive: cheap to poll even with 100,000 fires.
+    /// [`Namespace::delivered`] of the default namespace.
     pub fn delivered(&self) -> (BTreeSet<u64>, usize) {
-        self.state().records.delivered()
+        self.default.delivered()
     }
 
-    /// How many fires were answered with `status`.
+    /// [`Namespace::count_status`] of the default namespace.
     pub fn count_status(&self, status: u16) -> usize {
-        self.state().records.count_status(status)
+        self.default.count_status(status)
     }
 
-    /// Requests being handled right now (see [`Fault::Slow`]).
+    /// Requests being handled right now, in every namespace (see [`Fault::Slow`]).
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::SeqCst)
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.shared.state.lock().unwrap()
     }
 }
 

@@ -11,6 +11,9 @@ use serde_json::Value;
 pub struct RecordedFire {
     /// Namespace as written in the path (so possibly `_`), percent-decoded.
     pub namespace: String,
+    /// The namespace the fire went to: `namespace` with `_` resolved to the namespace whose
+    /// uuid the credentials name (right key or not); `None` for `_` without such credentials.
+    pub resolved_namespace: Option<String>,
     /// Trigger name, percent-decoded.
     pub trigger: String,
     /// The request body parsed as JSON; `Null` if it is empty or not JSON.
@@ -32,7 +35,8 @@ impl RecordedFire {
     }
 }
 
-/// Every fire so far, and the sequence numbers they delivered, kept up to date.
+/// Every fire recorded in one namespace, and the sequence numbers they delivered, kept up
+/// to date.
 #[derive(Default)]
 pub(super) struct Records {
     /// Shared with snapshots, so that copying them out holds the lock only briefly.
