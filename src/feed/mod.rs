@@ -1,0 +1,8 @@
+//! Triggers registered at run time through OpenWhisk's feed protocol
+//! (`wsk trigger create T --feed mqtt/mqtt_feed`), SPEC section 8.
+//!
+//! - [`registry`]: the durable registrations under `STATE_DIR`, their keys sealed at rest
+//!   when `STATE_KEY_FILE` is given (the cipher lives in `sealed`).
+
+pub(crate) mod registry;
+mod sealed;
