@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -15,11 +16,14 @@ use crate::config::Config;
 use crate::connections::{Connections, Pipeline, Running};
 use crate::delivery::Deliverer;
 use crate::delivery::events::Events;
+use crate::feed::registry::Registry;
+use crate::feed::service::Feed;
 use crate::fire_body::MessageBodies;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::openwhisk::{DryRun, OpenWhiskClient, Sink, Target, Verdict};
 use crate::pause::Pauses;
+use crate::routes::DisableNotice;
 use crate::routes::{Destination, Origin};
 
 /// How long the MQTT sources may take to flush acks and disconnect at shutdown.
@@ -42,7 +46,16 @@ pub struct App {
     static_targets: Vec<Target>,
     /// Each alarm with its target.
     alarms: Vec<(Alarm, Target)>,
+    /// The feed API, with `STATE_DIR`.
+    feed: Option<FeedParts>,
     shutdown_grace: Duration,
+}
+
+/// The feed, what its destinations report, and whether the legacy API is served.
+struct FeedParts {
+    feed: Arc<Feed>,
+    disabled_rx: mpsc::UnboundedReceiver<DisableNotice>,
+    legacy_api: bool,
 }
 
 impl App {
@@ -112,6 +125,32 @@ impl App {
                 });
             connections.add_route(&config.mqtt, &route.filter, destination)?;
         }
+        let feed = match config.state_dir {
+            None => None,
+            Some(dir) => {
+                let key = config.state_key;
+                let registry = tokio::task::spawn_blocking(move || Registry::open(&dir, key))
+                    .await
+                    .context("opening the feed registry")??;
+                let legacy_api = config.feed.legacy_api;
+                let (feed, disabled_rx) = Feed::new(
+                    registry,
+                    connections.clone(),
+                    deliverer.sink.clone(),
+                    config.feed,
+                    health.clone(),
+                    metrics.clone(),
+                );
+                feed.start()
+                    .await
+                    .map_err(|error| anyhow::anyhow!(error.message))?;
+                Some(FeedParts {
+                    feed,
+                    disabled_rx,
+                    legacy_api,
+                })
+            }
+        };
         Ok(App {
             listener,
             health,
@@ -124,6 +163,7 @@ impl App {
                 .map(|d| d.target.clone())
                 .collect(),
             alarms,
+            feed,
             shutdown_grace: config.shutdown_grace,
         })
     }
@@ -137,7 +177,20 @@ impl App {
         let tasks = TaskTracker::new();
 
         tracing::info!(http_addr = %self.listener.local_addr()?, "HTTP endpoints listening");
-        let router = crate::http::router(self.health.clone(), self.metrics.clone());
+        let mut router = crate::http::router(self.health.clone(), self.metrics.clone());
+        if let Some(parts) = self.feed {
+            router = router.merge(crate::feed::api::router(
+                parts.feed.clone(),
+                parts.legacy_api,
+            ));
+            let stop = running.stop_intake.clone();
+            let feed = parts.feed;
+            tasks.spawn(async move {
+                stop.run_until_cancelled(feed.record_disabled(parts.disabled_rx))
+                    .await
+            });
+            tracing::info!(legacy_api = parts.legacy_api, "feed API served");
+        }
         let http = tasks.spawn(
             axum::serve(self.listener, router)
                 .with_graceful_shutdown(stop_http.clone().cancelled_owned())

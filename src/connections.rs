@@ -156,21 +156,23 @@ impl Connections {
     }
 
     /// Routes `filter` to `destination` on the connection to `broker` for
-    /// `destination`'s namespace, opening the connection if there is none.
+    /// `destination`'s namespace, opening the connection if there is none; returns that
+    /// connection's routes (to wait for the SUBACK).
     pub fn add_route(
         &self,
         broker: &MqttConfig,
         filter: &str,
         destination: &Arc<Destination>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Arc<Routes>> {
         let key = ConnectionKey::new(broker, &destination.target.namespace);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if !open.contains_key(&key) {
             let connection = self.open_connection(broker, &key)?;
             open.insert(key.clone(), connection);
         }
-        open[&key].routes.add(filter, destination);
-        Ok(())
+        let routes = open[&key].routes.clone();
+        routes.add(filter, destination);
+        Ok(routes)
     }
 
     /// Stops routing `filter` to `destination` and waits until none of its fires is in

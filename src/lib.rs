@@ -26,8 +26,6 @@ pub mod cli;
 pub mod config;
 pub(crate) mod connections;
 pub(crate) mod delivery;
-// Used by the feed API (issue 10).
-#[allow(dead_code)]
 pub(crate) mod feed;
 pub(crate) mod fire_body;
 pub(crate) mod forward;

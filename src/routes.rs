@@ -8,10 +8,13 @@
 
 mod destination;
 
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::topic_trie::FilterTrie;
@@ -23,6 +26,21 @@ pub struct Routes {
     table: RwLock<RouteTable>,
     /// Wakes the source when filters were added or removed, to (un)subscribe them.
     pub changed: Notify,
+    /// What the broker answered to each filter's SUBSCRIBE on this connection, so that a
+    /// feed CREATE can answer once its messages are really coming.
+    answered: Mutex<BTreeMap<String, Subscription>>,
+    /// Wakes those waiting for a SUBACK.
+    suback: Notify,
+}
+
+/// What the broker answered to the SUBSCRIBE of a filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscription {
+    Subscribed,
+    /// The broker refused it (its ACL).
+    Refused,
+    /// No answer came in time (the broker is unreachable): it is subscribed once it is.
+    Pending,
 }
 
 /// Filters and their destinations.
@@ -45,6 +63,36 @@ impl Routes {
                 metrics,
             }),
             changed: Notify::new(),
+            answered: Mutex::new(BTreeMap::new()),
+            suback: Notify::new(),
+        }
+    }
+
+    /// The source's record of what the broker answered to the SUBSCRIBE of `filter`.
+    pub fn answered(&self, filter: &str, subscription: Subscription) {
+        let mut answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+        answered.insert(filter.to_owned(), subscription);
+        drop(answered);
+        self.suback.notify_waiters();
+    }
+
+    /// Waits up to `timeout` for the broker's answer to the SUBSCRIBE of `filter`.
+    pub async fn subscription(&self, filter: &str, timeout: Duration) -> Subscription {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let suback = self.suback.notified();
+            tokio::pin!(suback);
+            suback.as_mut().enable();
+            let answer = {
+                let answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+                answered.get(filter).copied()
+            };
+            if let Some(answer @ (Subscription::Subscribed | Subscription::Refused)) = answer {
+                return answer;
+            }
+            if tokio::time::timeout_at(deadline, suback).await.is_err() {
+                return Subscription::Pending;
+            }
         }
     }
 
@@ -89,6 +137,9 @@ impl Routes {
         if entry.destinations.is_empty() {
             table.filters.remove(filter);
             drop(table);
+            let mut answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+            answered.remove(filter);
+            drop(answered);
             self.changed.notify_one();
         }
     }
@@ -115,7 +166,7 @@ impl RouteTable {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.filters.filters().next().is_none()
+        self.filters.is_empty()
     }
 }
 

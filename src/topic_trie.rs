@@ -265,6 +265,7 @@ impl<V> FilterTrie<V> {
     }
 
     /// The value of exactly `filter` (a lookup, not a match: `a/+` is not `a/b`).
+    #[cfg(test)]
     pub fn get(&self, filter: &str) -> Option<&V> {
         let (path, slot) = parse(filter);
         let mut node = &self.root;
@@ -329,6 +330,7 @@ impl<V> FilterTrie<V> {
     }
 
     /// The number of filters held.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }

@@ -54,14 +54,15 @@ pub(super) fn parse(raw: &RawEnv, state_dir: bool, problems: &mut Problems) -> F
             "seconds",
         )),
     };
+    // Only settings that would change something: a ConfigMap may carry the defaults.
     if !state_dir {
-        for variable in [
-            "FEED_ALLOWED_BROKERS",
-            "FEED_LEGACY_API",
-            "FEED_DISABLE_AFTER_SECS",
-            "STATE_KEY",
-        ] {
-            if raw.get(variable).is_some() {
+        let in_effect = [
+            ("FEED_ALLOWED_BROKERS", !config.allowed_brokers.is_empty()),
+            ("FEED_LEGACY_API", config.legacy_api),
+            ("STATE_KEY", raw.get("STATE_KEY").is_some()),
+        ];
+        for (variable, set) in in_effect {
+            if set {
                 problems.push(
                     variable,
                     "the feed API is served only with STATE_DIR (where its registry lives): set STATE_DIR or remove this",

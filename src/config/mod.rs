@@ -22,6 +22,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::feed::StateKey;
+
 pub use alarms::Alarm;
 pub use check::render_check;
 pub use feed::FeedConfig;
@@ -51,7 +53,7 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     pub feed: FeedConfig,
     /// `STATE_KEY` (or `STATE_KEY_FILE`): encrypts the registry's API keys.
-    pub state_key: Option<secrecy::SecretString>,
+    pub state_key: Option<StateKey>,
     /// The cron alarms: the one of `ALARM_CRON` first, then those of `ALARMS`; possibly
     /// none.
     pub alarms: Vec<Alarm>,
@@ -95,7 +97,11 @@ fn parse(raw: &RawEnv, dry_run: bool, problems: &mut Problems) -> Config {
         fire: fire::parse(raw, problems),
         routes,
         feed: feed::parse(raw, state_dir.is_some(), problems),
-        state_key: raw.get("STATE_KEY").map(|key| key.to_owned().into()),
+        state_key: raw.get("STATE_KEY").and_then(|key| {
+            StateKey::parse(key.as_bytes())
+                .map_err(|message| problems.push("STATE_KEY", &message))
+                .ok()
+        }),
         state_dir,
         alarms: alarms::parse(raw, problems),
         single_alarm: raw.get("ALARM_CRON").is_some(),

@@ -337,12 +337,15 @@ fn environment() -> impl Strategy<Value = Vec<(OsString, OsString)>> {
 }
 
 /// Whether `variable` names something the operator set: a table variable, a secret's
-/// `NAME_FILE`, or an `ALARMS` entry or one of its keys.
+/// `NAME_FILE`, or an `ALARMS` or `ROUTES` entry or one of its keys.
 fn names_a_variable(variable: &str) -> bool {
     if known_names().iter().any(|known| known == variable) {
         return true;
     }
-    let Some(entry) = variable.strip_prefix("ALARMS[") else {
+    let Some(entry) = ["ALARMS[", "ROUTES["]
+        .iter()
+        .find_map(|table| variable.strip_prefix(table))
+    else {
         return false;
     };
     let Some((index, rest)) = entry.split_once(']') else {

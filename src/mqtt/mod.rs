@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::MqttConfig;
 use crate::health::{BrokerState, Health, REMINDER_INTERVAL};
 use crate::metrics::Metrics;
-use crate::routes::Routes;
+use crate::routes::{Routes, Subscription};
 use reconnect::Reconnects;
 pub use session::Message;
 use session::{Ack, Receipt, Session};
@@ -459,8 +459,10 @@ impl MqttSource {
             if matches!(code, SubscribeReasonCode::Failure) {
                 refused.push(filter.clone());
                 self.refused.insert(filter.clone());
+                self.routes.answered(filter, Subscription::Refused);
             } else {
                 self.refused.remove(filter);
+                self.routes.answered(filter, Subscription::Subscribed);
             }
         }
         if refused.is_empty() {

@@ -134,10 +134,4 @@ impl Destination {
             _ => {}
         }
     }
-
-    /// The latest 401/403/404 and its text while they go on, for `/readyz`.
-    pub fn refusal(&self) -> Option<(u16, String)> {
-        let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
-        refused.as_ref().map(|r| (r.status, r.detail.clone()))
-    }
 }

@@ -266,3 +266,33 @@ async fn readiness_reports_a_missing_broker() {
         .count();
     assert_eq!(lost, 1, "one log line per state change");
 }
+
+/// `rumqttc::matches`, which counted messages per filter, sliced the topic's first byte
+/// and panicked on a topic starting with a non-ASCII character, taking the MQTT task
+/// down; routing walks whole levels instead.
+#[tokio::test]
+async fn a_topic_starting_with_a_non_ascii_character_is_fired_like_any_other() {
+    let mut scenario = Scenario::start().await;
+    scenario.extra_env.push(("MQTT_TOPICS", "#".to_owned()));
+    let provider = scenario.spawn_provider().await;
+    let publisher = scenario.publisher().await;
+    for topic in ["é/sensors/t1", "dc1/sensors/t1"] {
+        publisher
+            .publish(topic, r#"{"temperature":21.5}"#, QoS::AtLeastOnce, false)
+            .await;
+    }
+    publisher.wait_all_acked(DEADLINE).await;
+    wait_until("both fires accepted", DEADLINE, || {
+        scenario.ow.accepted().len() >= 2
+    })
+    .await;
+    let topics: Vec<String> = scenario
+        .ow
+        .accepted()
+        .iter()
+        .map(|f| f.body["topic"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(topics, ["é/sensors/t1", "dc1/sensors/t1"]);
+    let (status, _) = provider.get("/healthz").await;
+    assert_eq!(status, 200);
+}

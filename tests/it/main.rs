@@ -11,6 +11,7 @@ mod at_least_once;
 mod batching;
 mod broker_differences;
 mod cli;
+mod feed;
 mod forward;
 mod memory;
 mod observability;

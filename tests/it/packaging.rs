@@ -12,7 +12,7 @@ use std::path::Path;
 use crate::harness::run_to_exit;
 
 /// The variables that come from the Secret, never from the ConfigMap.
-const SECRETS: &[&str] = &["OW_AUTH", "MQTT_PASSWORD"];
+const SECRETS: &[&str] = &["OW_AUTH", "MQTT_PASSWORD", "STATE_KEY"];
 
 fn read_manifest(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);

@@ -10,6 +10,7 @@
 mod broker;
 mod daemon;
 mod fake_openwhisk;
+mod feed_client;
 mod mqtt_broker;
 mod mqtt_client;
 mod nats_server;
@@ -18,7 +19,10 @@ mod scripted_broker;
 
 pub use broker::{Broker, BrokerOptions, Mosquitto};
 pub use daemon::{Daemon, run_to_exit};
-pub use fake_openwhisk::{FakeOpenWhisk, Fault, RecordedFire, delivered_sequence_numbers};
+pub use fake_openwhisk::{
+    FakeOpenWhisk, Fault, Namespace, RecordedFire, delivered_sequence_numbers,
+};
+pub use feed_client::{feed_request, run_feed_action};
 pub use mqtt_broker::{BrokerProgram, MqttBroker};
 pub use mqtt_client::{Down, connect_persistent, next_publish, queue_across_a_restart, subscribe};
 pub use nats_server::{Nats, NatsOptions, NatsServer};
