@@ -18,6 +18,7 @@ mod observability;
 mod openwhisk_faults;
 mod packaging;
 mod reconnect;
+mod routes;
 mod session;
 mod throttled_backlog;
 mod tls;
