@@ -63,6 +63,30 @@ fn failure_group(problem: &str) -> &str {
     }
 }
 
+/// A feed trigger's state as `/metrics` labels it: `accepting`, `failing` (with the
+/// HTTP status, or the kind of connection error), `paused` or `disabled`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerState {
+    pub state: &'static str,
+    pub status: String,
+}
+
+impl TriggerState {
+    /// The state `problem` (as given to [`Health::feed_trigger`]) means.
+    pub fn of(problem: Option<&str>) -> TriggerState {
+        let (state, status) = match problem {
+            None => ("accepting", ""),
+            Some("paused") => ("paused", ""),
+            Some(text) if text.starts_with("disabled") => ("disabled", ""),
+            Some(text) => ("failing", failure_group(text)),
+        };
+        TriggerState {
+            state,
+            status: status.to_owned(),
+        }
+    }
+}
+
 /// What is wrong with a feed trigger, and when that was last logged.
 struct TriggerProblem {
     text: String,
@@ -179,17 +203,24 @@ impl Health {
         shown.collect()
     }
 
-    /// A feed trigger's state changed: `None` when it accepts fires again, else what is
-    /// wrong ("paused", "disabled: ...", "404: ..."). A refusal is logged when it begins
-    /// and then once per interval, naming the trigger.
-    pub fn feed_trigger(&self, namespace: &Arc<str>, trigger: &Arc<str>, problem: Option<&str>) {
+    /// A feed trigger's state: `None` when it accepts fires, else what is wrong
+    /// ("paused", "disabled: ...", "404: ..."). A refusal is logged when it begins and
+    /// then once per interval, naming the trigger. Returns the trigger's state when this
+    /// changed it (see [`TriggerState::of`]), for the metrics.
+    pub fn feed_trigger(
+        &self,
+        namespace: &Arc<str>,
+        trigger: &Arc<str>,
+        problem: Option<&str>,
+    ) -> Option<TriggerState> {
         let mut state = self.state();
         let key = (namespace.clone(), trigger.clone());
         let Some(text) = problem else {
-            if state.triggers.remove(&key).is_some() {
+            let was = state.triggers.remove(&key)?;
+            if !was.text.starts_with("disabled") && was.text != "paused" {
                 tracing::info!(%namespace, %trigger, "feed trigger accepting fires");
             }
-            return;
+            return Some(TriggerState::of(None));
         };
         match state.triggers.get_mut(&key) {
             Some(known) if failure_group(&known.text) == failure_group(text) => {
@@ -197,6 +228,7 @@ impl Health {
                 if let Some(count) = known.reminder.due() {
                     tracing::warn!(%namespace, %trigger, problem = text, fires_since_last_log = count, "feed trigger still not accepting fires");
                 }
+                None
             }
             _ => {
                 tracing::warn!(%namespace, %trigger, problem = text, "feed trigger not accepting fires");
@@ -205,6 +237,7 @@ impl Health {
                     reminder: Reminder::new(),
                 };
                 state.triggers.insert(key, problem);
+                Some(TriggerState::of(Some(text)))
             }
         }
     }

@@ -2,7 +2,8 @@
 //! [`crate::delivery::events`], which logs each event in the same call, so `/metrics` and
 //! the logs tell the same story.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -10,6 +11,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::health::TriggerState;
 
 /// What a fire was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,6 +91,15 @@ struct ConnectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerStateLabels {
+    namespace: String,
+    trigger: String,
+    state: &'static str,
+    /// The HTTP status (or kind of connection error) while failing, else empty.
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FireLabels {
     kind: &'static str,
     outcome: &'static str,
@@ -124,6 +136,10 @@ struct Inner {
     messages_rejected: Counter,
     feed_registrations: Gauge,
     feed_triggers_disabled: Counter,
+    /// One series per feed trigger: its current state is 1.
+    feed_trigger_state: Family<TriggerStateLabels, Gauge>,
+    /// Each feed trigger's current series, to remove when its state changes.
+    feed_trigger_labels: Mutex<HashMap<(String, String), TriggerStateLabels>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -147,6 +163,8 @@ impl Default for Metrics {
             messages_rejected: Counter::default(),
             feed_registrations: Gauge::default(),
             feed_triggers_disabled: Counter::default(),
+            feed_trigger_state: Family::default(),
+            feed_trigger_labels: Mutex::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -208,6 +226,11 @@ impl Default for Metrics {
             "feed_triggers_disabled",
             "Feed registrations disabled because OpenWhisk answered 401/403/404 for FEED_DISABLE_AFTER_SECS",
             inner.feed_triggers_disabled.clone(),
+        );
+        registry.register(
+            "feed_trigger_state",
+            "1 for each feed trigger's current state (accepting, failing with its status, paused, disabled)",
+            inner.feed_trigger_state.clone(),
         );
         Metrics(Arc::new(Inner { registry, ..inner }))
     }
@@ -284,6 +307,29 @@ impl Metrics {
 
     pub fn feed_registrations_changed(&self, delta: i64) {
         self.0.feed_registrations.inc_by(delta);
+    }
+
+    /// A feed trigger's state changed to `state`; `None`: it was deleted.
+    pub fn feed_trigger_state(&self, namespace: &str, trigger: &str, state: Option<&TriggerState>) {
+        let key = (namespace.to_owned(), trigger.to_owned());
+        let mut current = self
+            .0
+            .feed_trigger_labels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = current.remove(&key) {
+            self.0.feed_trigger_state.remove(&old);
+        }
+        if let Some(state) = state {
+            let labels = TriggerStateLabels {
+                namespace: key.0.clone(),
+                trigger: key.1.clone(),
+                state: state.state,
+                status: state.status.clone(),
+            };
+            self.0.feed_trigger_state.get_or_create(&labels).set(1);
+            current.insert(key, labels);
+        }
     }
 
     pub fn feed_trigger_disabled(&self) {

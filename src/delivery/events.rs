@@ -2,11 +2,12 @@
 //! it and counts it, so `/metrics` and the log cannot disagree. Events that come with
 //! every message are logged through [`Health`], once per interval with a count.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::Fire;
 use crate::alarm::Alarm;
-use crate::health::Health;
+use crate::health::{Health, TriggerState};
 use crate::metrics::{FireOutcome, InFlight, Metrics, TickOutcome};
 use crate::openwhisk::Answer;
 
@@ -90,14 +91,35 @@ impl Events {
         }
     }
 
+    /// A feed trigger's state, for `/readyz` and `/metrics` (see `Health::feed_trigger`).
+    pub fn feed_trigger(&self, namespace: &Arc<str>, trigger: &Arc<str>, problem: Option<&str>) {
+        if let Some(state) = self.health.feed_trigger(namespace, trigger, problem) {
+            self.metrics
+                .feed_trigger_state(namespace, trigger, Some(&state));
+        }
+    }
+
+    /// A feed trigger (re)registered and routed: accepting until its fires say otherwise.
+    pub fn feed_trigger_routed(&self, namespace: &Arc<str>, trigger: &Arc<str>) {
+        self.health.feed_trigger(namespace, trigger, None);
+        let accepting = TriggerState::of(None);
+        self.metrics
+            .feed_trigger_state(namespace, trigger, Some(&accepting));
+    }
+
+    /// A feed trigger was deleted: nothing is shown of it any more.
+    pub fn feed_trigger_deleted(&self, namespace: &Arc<str>, trigger: &Arc<str>) {
+        self.health.feed_trigger(namespace, trigger, None);
+        self.metrics.feed_trigger_state(namespace, trigger, None);
+    }
+
     /// OpenWhisk took a fire: whatever failed before is over, for its feed trigger or
     /// for the provider's own triggers.
     fn accepting(&self, fire: &Fire<'_>) {
         match fire.destination {
             Some(destination) if destination.is_feed() => {
                 let target = fire.target;
-                self.health
-                    .feed_trigger(&target.namespace, &target.trigger, None);
+                self.feed_trigger(&target.namespace, &target.trigger, None);
             }
             _ => self.health.openwhisk_accepting(),
         }
@@ -114,8 +136,7 @@ impl Events {
                 "{} (disabled if this goes on for FEED_DISABLE_AFTER_SECS)",
                 problem(answer)
             );
-            self.health
-                .feed_trigger(&fire.target.namespace, &fire.target.trigger, Some(&problem));
+            self.feed_trigger(&fire.target.namespace, &fire.target.trigger, Some(&problem));
             self.metrics
                 .fire_attempt(fire.kind, FireOutcome::Retried, status);
             return;

@@ -17,6 +17,7 @@ use crate::config::{
     ApiKey, BrokerUrl, Credentials, FeedConfig, MqttConfig, Spellings, filter_error,
 };
 use crate::connections::{Connections, broker_at};
+use crate::delivery::events::Events;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::openwhisk::{Sink, Target};
@@ -69,7 +70,7 @@ pub struct Feed {
     connections: Arc<Connections>,
     sink: Arc<dyn Sink>,
     config: FeedConfig,
-    health: Health,
+    events: Events,
     metrics: Metrics,
     disabled_tx: mpsc::UnboundedSender<DisableNotice>,
     /// The route of each active registration, by (namespace, trigger).
@@ -112,7 +113,7 @@ impl Feed {
             connections,
             sink,
             config,
-            health,
+            events: Events::new(health, metrics.clone()),
             metrics,
             disabled_tx,
             active: Mutex::new(HashMap::new()),
@@ -135,6 +136,10 @@ impl Feed {
             match self.route(registration) {
                 Ok(route) => {
                     active.insert(key_of(registration), route);
+                    self.events.feed_trigger_routed(
+                        &registration.namespace.as_str().into(),
+                        &registration.trigger.as_str().into(),
+                    );
                 }
                 Err(error) => {
                     let problem = format!("not routed: {error:#}");
@@ -144,7 +149,7 @@ impl Feed {
                         problem,
                         "feed trigger"
                     );
-                    self.health.feed_trigger(
+                    self.events.feed_trigger(
                         &registration.namespace.as_str().into(),
                         &registration.trigger.as_str().into(),
                         Some(&problem),
@@ -271,8 +276,8 @@ impl Feed {
         if !existed {
             return Err(not_registered(namespace, trigger));
         }
-        self.health
-            .feed_trigger(&namespace.into(), &trigger.into(), None);
+        self.events
+            .feed_trigger_deleted(&namespace.into(), &trigger.into());
         self.metrics.feed_registrations_changed(-1);
         tracing::info!(namespace, trigger, "feed trigger deleted");
         Ok(())
@@ -368,10 +373,9 @@ impl Feed {
             }
         }
         if registration.status.active {
-            self.health.feed_trigger(
+            self.events.feed_trigger_routed(
                 &registration.namespace.as_str().into(),
                 &registration.trigger.as_str().into(),
-                None,
             );
         } else {
             self.show_inactive(&registration);
@@ -531,7 +535,7 @@ impl Feed {
             Some(reason) if reason.kind == "AUTO" => format!("disabled: {}", reason.message),
             _ => "paused".to_owned(),
         };
-        self.health.feed_trigger(
+        self.events.feed_trigger(
             &registration.namespace.as_str().into(),
             &registration.trigger.as_str().into(),
             Some(&why),
