@@ -544,3 +544,76 @@ async fn a_trigger_deleted_behind_the_feeds_back_is_disabled_and_its_readings_st
         "logged once"
     );
 }
+
+#[tokio::test]
+async fn stored_keys_are_encrypted_with_the_state_key_and_never_shown() {
+    let key_dir = TempDir::new().unwrap();
+    let key_file = key_dir.path().join("state.key");
+    std::fs::write(&key_file, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n").unwrap();
+    let world = FeedWorld::start(&[("STATE_KEY_FILE", key_file.display().to_string())]).await;
+    let mut provider = world.spawn_provider().await;
+    let tenant = world.tenant(&["t"]);
+    let broker = world
+        .scenario
+        .broker
+        .url()
+        .replace("mqtt://", "mqtt://sensor:broker-password-9@");
+    let url = registration_url(&provider, tenant.name(), "t");
+    let body = json!({"topic": "dc1/sensors/+", "url": broker}).to_string();
+    let (status, created) = feed_request(
+        Method::PUT,
+        &url,
+        Some(&tenant.auth()),
+        Some(body.into_bytes()),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let secret = tenant.auth().split_once(':').unwrap().1.to_owned();
+    assert!(
+        !created.to_string().contains("broker-password-9"),
+        "{created}"
+    );
+    assert!(
+        created["config"]["url"]
+            .as_str()
+            .unwrap()
+            .contains("sensor@"),
+        "{created}"
+    );
+
+    let registry = std::fs::read(world.state.path().join("registry.redb")).unwrap();
+    let text = String::from_utf8_lossy(&registry);
+    assert!(
+        !text.contains(&secret) && !text.contains("broker-password-9"),
+        "sealed at rest"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(world.state.path().join("registry.redb"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let (_, check) = provider.get("/readyz").await;
+    for shown in [provider.log_text(), check] {
+        assert!(!shown.contains(&secret) && !shown.contains("broker-password-9"));
+    }
+
+    provider.sigterm();
+    provider.wait_exit(DEADLINE).await;
+    std::fs::write(&key_file, "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=\n").unwrap();
+    let mut env = world.scenario.env();
+    env.extend([
+        ("MQTT_TOPICS", String::new()),
+        ("OW_TRIGGER", String::new()),
+        ("STATE_DIR", world.state.path().display().to_string()),
+        ("STATE_KEY_FILE", key_file.display().to_string()),
+    ]);
+    let out = crate::harness::run_to_exit(&[], &env).await;
+    assert!(!out.status.success(), "{out:?}");
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        said.contains("STATE_KEY_FILE"),
+        "the error names the key to set: {said}"
+    );
+    assert!(!said.contains(&secret));
+}
