@@ -18,8 +18,10 @@
 //! c. batches (`FIRE_BATCH_MAX=500`, `FIRE_BATCH_WAIT_MS=20`), window `BENCH_WINDOW`.
 //!
 //! Also `BENCH_SECS` (10 s per step), `BENCH_STEPS` (`1000,5000,10000,20000,max`),
-//! `BENCH_DRAIN_SECS` (30: how late a reading may arrive before it counts as lost) and
-//! `BENCH_PUBLISHERS` (2 connections). Progress goes to stderr, the tables to stdout.
+//! `BENCH_DRAIN_SECS` (30: how late a reading may arrive before it counts as lost),
+//! `BENCH_PUBLISHERS` (2 connections) and `BENCH_PROVIDER_BIN` (another build of the
+//! provider to measure, such as an older commit's). Progress goes to stderr, the tables
+//! to stdout.
 
 #[path = "throughput/broker.rs"]
 mod broker;

@@ -122,6 +122,7 @@ impl Stack {
             .prefix("bench-provider-")
             .tempdir()?;
         let mut provider = Provider::start(
+            settings.provider_bin.as_deref(),
             broker.port(),
             &openwhisk.api_host(),
             &unique_id("bench-provider"),

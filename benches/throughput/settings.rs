@@ -1,6 +1,7 @@
 //! What to run, from `BENCH_*` environment variables (each optional).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -26,6 +27,9 @@ pub struct Settings {
     pub publishers: usize,
     /// `BENCH_WINDOW` (1000): Mosquitto's `max_inflight_messages` in scenarios b and c.
     pub window: u32,
+    /// `BENCH_PROVIDER_BIN` (unset: this package's release build): another build of the
+    /// provider to measure, such as an older commit's.
+    pub provider_bin: Option<PathBuf>,
 }
 
 /// One provider configuration against one broker configuration.
@@ -65,6 +69,9 @@ impl Settings {
             scenarios,
             publishers: var("BENCH_PUBLISHERS", 2)?,
             window,
+            provider_bin: std::env::var_os("BENCH_PROVIDER_BIN")
+                .filter(|bin| !bin.is_empty())
+                .map(PathBuf::from),
         };
         if settings.step_duration.is_zero() || settings.publishers == 0 {
             bail!("BENCH_SECS and BENCH_PUBLISHERS must be at least 1");
@@ -98,7 +105,11 @@ impl fmt::Display for Settings {
             scenarios.join(","),
             self.publishers,
             self.window,
-        )
+        )?;
+        if let Some(bin) = &self.provider_bin {
+            write!(f, " BENCH_PROVIDER_BIN={}", bin.display())?;
+        }
+        Ok(())
     }
 }
 
