@@ -114,6 +114,19 @@ async fn a_throttle_every_minute_is_warned_about_rarely_and_never_recovered_from
     scenario.ow.set_fires_per_minute(Some(10));
     let provider = scenario.spawn_provider().await;
     let publisher = scenario.publisher().await;
+    // Early in a wall-clock minute, so that the first ten fires and the first 429 fall in
+    // one window: a burst that straddled a minute's end could use two windows before its
+    // first 429, and then see 429s in one minute only.
+    let second_of_minute = || {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.unwrap().as_secs() % 60
+    };
+    wait_until(
+        "the first half of a minute",
+        Duration::from_secs(61),
+        || second_of_minute() < 30,
+    )
+    .await;
     publish_readings(&publisher, 0..25).await;
     scenario.wait_delivered(25, Duration::from_secs(200)).await;
 
