@@ -1,10 +1,16 @@
 // aggregatesAction: the daily aggregates of one fog data center (issue 11). The provider's
 // alarm fires aggregatesTrigger (SPEC section 3: ALARM_PAYLOAD plus "type": "alarm",
 // "alarm" and "scheduled_at"); this action then reads the PREVIOUS calendar day, in the
-// data center's zone, from the local InfluxDB 2, computes mean, max and min per
-// measurement, field and device with one Flux query, and writes them to the central
-// InfluxDB 2 tagged with the data center and the day, at the day's start, so running the
-// same day again overwrites its points instead of adding to them.
+// data center's zone, from the local InfluxDB 2, computes the mean, max and min of every
+// quantity per device with one Flux query, and writes them to the central InfluxDB 2
+// tagged with the data center and the day, at the day's start, so running the same day
+// again overwrites its points instead of adding to them (CENTRAL_SCHEMA below).
+//
+// Parameters: datacenter_id, local_influx_url/_org/_bucket, central_influx_url/_org/
+// _bucket and timezone (IANA, default UTC) travel in ALARM_PAYLOAD; scheduled_at (and
+// type "alarm") come with the alarm fire; local_influx_token and central_influx_token are
+// bound on the action (wsk action update aggregatesAction -p local_influx_token ... -p
+// central_influx_token ...). Optional: influx_timeout_ms (default 20000, per request).
 //
 // The day comes from scheduled_at, never from the action's clock: a fire retried or
 // caught up after an outage aggregates the day its tick was for. The day is
@@ -16,34 +22,35 @@
 'use strict';
 
 /**
- * What addReadingToDb writes to the local bucket (its exports.SCHEMA): one point per
- * numeric field of a reading, tagged with the data center and the device. Copied here
- * because each action is deployed as one file; a test checks the two agree.
+ * What addReadingToDb writes to the local bucket (the names of its exports.SCHEMA): a
+ * measurement per quantity (temperature, humidity, ...) with the one float field `value`,
+ * tagged datacenter_id, device_fingerprint (when the reading has one) and topic. Copied
+ * here because each action is deployed as one file; a test checks the two agree.
  */
 const LOCAL_SCHEMA = Object.freeze({
-  measurement: 'reading',
-  tags: Object.freeze(['datacenter_id', 'device_fingerprint']),
+  VALUE_FIELD: 'value',
+  DATACENTER_TAG: 'datacenter_id',
+  DEVICE_TAG: 'device_fingerprint',
 });
 
 /**
- * What this action writes to the central bucket: one point per data center, day,
- * device (where the readings have one) and local measurement/field.
+ * What this action writes to the central bucket: per data center, day, quantity and
+ * device, one point with the day's mean, max and min, at the day's start, so a second run
+ * of the same day overwrites it.
  */
 const CENTRAL_SCHEMA = Object.freeze({
-  measurement: 'daily_aggregates',
+  measurement: 'the local measurement, i.e. the quantity (temperature, humidity, ...)',
   tags: Object.freeze({
     datacenter_id: 'the data center (ALARM_PAYLOAD datacenter_id)',
-    day: 'the aggregated calendar day in the data center\'s zone, YYYY-MM-DD',
-    device_fingerprint: 'the device, absent for readings without one',
-    measurement: 'the local measurement aggregated',
-    field: 'the local field aggregated (temperature, humidity, ...)',
+    day: "the aggregated calendar day in the data center's zone, YYYY-MM-DD",
+    device_fingerprint: 'the device; absent on the aggregate of readings without one',
   }),
   fields: Object.freeze({
-    mean: 'float: mean of the day\'s values',
-    max: 'float: largest value of the day',
-    min: 'float: smallest value of the day',
+    mean: "float: mean of the day's values",
+    max: "float: largest value of the day",
+    min: "float: smallest value of the day",
   }),
-  time: 'the day\'s start: local midnight of day in the zone, as an instant (precision s)',
+  time: "the day's start: local midnight of `day` in the zone, as an instant (precision s)",
 });
 
 // Every one is required; timezone defaults to UTC.
@@ -103,7 +110,15 @@ async function aggregate(params) {
       `${result.stop}: nothing written for ${window.day}`;
     return result;
   }
-  const lines = aggregates.map((a) => centralLine(a, config.datacenterId, window));
+  const skipped = [];
+  const lines = [];
+  for (const a of aggregates) {
+    const problem = tagProblem(a.measurement) ||
+      (a.device === undefined ? null : tagProblem(a.device));
+    if (problem) skipped.push(`${JSON.stringify([a.measurement, a.device])}: ${problem}`);
+    else lines.push(centralLine(a, config.datacenterId, window));
+  }
+  if (skipped.length > 0) result.skipped = skipped;
   for (let i = 0; i < lines.length; i += LINES_PER_WRITE) {
     await influx(config.central, 'central', '/api/v2/write', {
       org: config.central.org,
@@ -113,10 +128,12 @@ async function aggregate(params) {
     lines.slice(i, i + LINES_PER_WRITE).join('\n'));
   }
   result.written = lines.length;
-  result.message = `wrote ${lines.length} ${CENTRAL_SCHEMA.measurement} points for ` +
-    `${window.day} to ${config.central.bucket}`;
-  result.points = aggregates.slice(0, POINTS_IN_RESULT).map(({ key, values }) => ({
-    ...key.tags, measurement: key.measurement, field: key.field, ...values,
+  result.message = `wrote ${lines.length} aggregates of ${window.day} to ` +
+    `${config.central.bucket}`;
+  result.points = aggregates.slice(0, POINTS_IN_RESULT).map(({ measurement, device, values }) => ({
+    measurement,
+    ...(device === undefined ? {} : { [LOCAL_SCHEMA.DEVICE_TAG]: device }),
+    ...values,
   }));
   if (aggregates.length > POINTS_IN_RESULT) result.points_truncated = true;
   return result;
@@ -143,6 +160,13 @@ function readParams(params) {
     throw new Error(
       `aggregatesAction: parameter type must be "alarm" (an alarm fire), got ${
         JSON.stringify(params.type)}: is a message trigger's rule pointing here?`,
+    );
+  }
+  const unwritable = tagProblem(params.datacenter_id);
+  if (unwritable) {
+    throw new Error(
+      `aggregatesAction: parameter datacenter_id ${JSON.stringify(params.datacenter_id)} ${
+        unwritable}, which line protocol cannot carry`,
     );
   }
   const scheduledAt = parseRfc3339(params.scheduled_at);
@@ -322,18 +346,16 @@ function fluxTime(date) {
 }
 
 /**
- * One query, three results: the mean, the max and the min of every series of the day,
- * grouped by measurement, field and the readings' tags but the data center's (the local
- * bucket is this data center's own).
+ * One query, three results: the day's mean, max and min of every quantity, per device
+ * (the readings without a device_fingerprint together). The local bucket is the data
+ * center's own, so neither datacenter_id nor topic splits the groups.
  */
 function buildQuery(bucket, window, schema) {
-  const groupColumns = ['_measurement', '_field',
-    ...schema.tags.filter((tag) => tag !== 'datacenter_id')];
   return [
     `data = from(bucket: ${fluxString(bucket)})`,
     `  |> range(start: ${fluxTime(window.start)}, stop: ${fluxTime(window.stop)})`,
-    `  |> filter(fn: (r) => r._measurement == ${fluxString(schema.measurement)})`,
-    `  |> group(columns: [${groupColumns.map(fluxString).join(', ')}])`,
+    `  |> filter(fn: (r) => r._field == ${fluxString(schema.VALUE_FIELD)})`,
+    `  |> group(columns: ["_measurement", ${fluxString(schema.DEVICE_TAG)}])`,
     '',
     'data |> mean() |> yield(name: "mean")',
     'data |> max() |> yield(name: "max")',
@@ -518,8 +540,8 @@ function badCell(raw, datatype, column) {
 }
 
 /**
- * The query's three results, joined per series: `[{key: {measurement, field, tags},
- * values: {mean, max, min}}]`, in a stable order.
+ * The query's three results, joined per series: `[{measurement, device, values: {mean,
+ * max, min}}]` (device undefined for readings without one), in a stable order.
  */
 function collectAggregates(tables, schema) {
   const series = new Map();
@@ -530,18 +552,15 @@ function collectAggregates(tables, schema) {
     for (const record of table.records) {
       const value = record._value;
       if (value === null || value === undefined) continue;
-      const tags = {};
-      for (const tag of schema.tags) {
-        if (tag === 'datacenter_id') continue;
-        if (record[tag] !== undefined && record[tag] !== null && record[tag] !== '') {
-          tags[tag] = String(record[tag]);
-        }
-      }
-      const key = { measurement: String(record._measurement), field: String(record._field), tags };
-      const id = JSON.stringify([key.measurement, key.field, Object.entries(tags).sort()]);
+      const measurement = String(record._measurement);
+      const rawDevice = record[schema.DEVICE_TAG];
+      const device = rawDevice === undefined || rawDevice === null || rawDevice === ''
+        ? undefined
+        : String(rawDevice);
+      const id = JSON.stringify([measurement, device === undefined ? null : device]);
       let entry = series.get(id);
       if (!entry) {
-        entry = { id, key, values: {} };
+        entry = { id, measurement, device, values: {} };
         series.set(id, entry);
       }
       entry.values[table.result] = Number(value);
@@ -549,43 +568,43 @@ function collectAggregates(tables, schema) {
   }
   return [...series.values()]
     .filter((entry) => Object.values(entry.values).every(Number.isFinite))
-    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+    .map(({ measurement, device, values }) => ({ measurement, device, values }));
 }
 
 // ---------------------------------------------------------------------------------------
 // Line protocol
 
-function escapeMeasurement(text) {
-  return text.replace(/\\/g, '\\\\').replace(/,/g, '\\,').replace(/ /g, '\\ ')
-    .replace(/\n/g, '\\n');
+// As InfluxDB reads line protocol (models/points.go): a backslash escapes a comma or a
+// space (and, in keys and tag values, an equals sign); any other backslash is itself.
+function escapeMeasurement(name) {
+  return name.replace(/[, ]/g, '\\$&');
 }
 
-function escapeKey(text) {
-  return text.replace(/\\/g, '\\\\').replace(/,/g, '\\,').replace(/=/g, '\\=')
-    .replace(/ /g, '\\ ').replace(/\n/g, '\\n');
+function escapeKey(value) {
+  return value.replace(/[,= ]/g, '\\$&');
 }
 
-function centralLine({ key, values }, datacenterId, window) {
-  const tags = {
-    ...key.tags,
-    datacenter_id: datacenterId,
-    day: window.day,
-    field: key.field,
-    measurement: key.measurement,
-  };
+/** Why `value` cannot be a measurement or tag value in line protocol, or null. */
+function tagProblem(value) {
+  if (typeof value !== 'string' || value === '') return 'must be a non-empty string';
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(value)) return 'holds a control character';
+  if (value.endsWith('\\')) return 'ends with a backslash';
+  return null;
+}
+
+function centralLine({ measurement, device, values }, datacenterId, window) {
+  const tags = { datacenter_id: datacenterId, day: window.day };
+  if (device !== undefined) tags[LOCAL_SCHEMA.DEVICE_TAG] = device;
   const tagText = Object.keys(tags).sort()
-    .filter((name) => tags[name] !== '')
     .map((name) => `,${escapeKey(name)}=${escapeKey(tags[name])}`).join('');
+  // Always floats (no `i`), as the readings are: the central field types never conflict.
   const fieldText = ['mean', 'max', 'min']
     .filter((name) => values[name] !== undefined)
-    .map((name) => `${name}=${floatText(values[name])}`).join(',');
+    .map((name) => `${name}=${String(values[name])}`).join(',');
   const seconds = Math.round(window.start.getTime() / 1000);
-  return `${escapeMeasurement(CENTRAL_SCHEMA.measurement)}${tagText} ${fieldText} ${seconds}`;
-}
-
-/** A float as line protocol wants it: always a float (never an integer's `i`), finite. */
-function floatText(value) {
-  return String(value);
+  return `${escapeMeasurement(measurement)}${tagText} ${fieldText} ${seconds}`;
 }
 
 // ---------------------------------------------------------------------------------------
