@@ -8,7 +8,10 @@
 //! - [`mqtt`]: the broker side: event loop, subscriptions, epoch-guarded acks;
 //!   [`topic_trie`]: values keyed by topic filter, matched at a cost independent of
 //!   their number.
-//! - [`forward`]: message -> fire -> ack, with bounded concurrency.
+//! - [`connections`]: one MQTT connection (source, forwarder, routes) per broker,
+//!   credentials and namespace; [`routes`]: filter -> destinations (triggers with keys).
+//! - [`forward`]: message -> fires -> ack when all are final, with bounded concurrency.
+//! - [`feed`]: the feed API (`wsk trigger create --feed`), its registry under `STATE_DIR`.
 //! - [`delivery`]: one fire with its retry rules; [`pause`]: the namespace-wide 429 pause.
 //! - [`openwhisk`]: the HTTP client and the classification of answers.
 //! - [`fire_body`]: the JSON of a message fire.

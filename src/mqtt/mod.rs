@@ -192,7 +192,9 @@ impl MqttSource {
                     continue;
                 }
                 _ = session.ready.notified() => continue,
-                _ = routes.changed.notified() => {
+                // Only while connected: cancelling a `poll()` that is connecting would drop
+                // the half-open connection, and the next CONNACK subscribes what changed.
+                _ = routes.changed.notified(), if self.eventloop.network.is_some() => {
                     self.sync_subscriptions().await;
                     continue;
                 }

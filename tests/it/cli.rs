@@ -91,10 +91,21 @@ async fn check_prints_the_configuration_with_secrets_masked() {
             ("OW_AUTH_FILE", auth_file.display().to_string()),
             ("OW_TRIGGER", "addReadingToDbTrigger".into()),
             ("MQTT_TOPIC", "typo".into()),
+            ("STATE_DIR", dir.path().display().to_string()),
+            // 32 bytes as base64: "STATEKEYSTATEKEYSTATEKEYSTATEKEY".
+            (
+                "STATE_KEY",
+                "U1RBVEVLRVlTVEFURUtFWVNUQVRFS0VZU1RBVEVLRVk=".into(),
+            ),
         ],
     )
     .await;
     assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stdout.contains("STATE_KEY") && out.stdout.contains("******** (set)"),
+        "{}",
+        out.stdout
+    );
     assert!(
         out.stdout.contains("https://openwhisk.openwhisk.svc"),
         "{}",
@@ -108,7 +119,9 @@ async fn check_prints_the_configuration_with_secrets_masked() {
     );
     let all = format!("{}{}", out.stdout, out.stderr);
     assert!(
-        !all.contains("TOPSECRETKEY") && !all.contains("BROKERPASSWORD"),
+        !all.contains("TOPSECRETKEY")
+            && !all.contains("BROKERPASSWORD")
+            && !all.contains("U1RBVEVLRVlTVEFURUtFWVNUQVRFS0VZU1RBVEVLRVk="),
         "{all}"
     );
 }
