@@ -208,7 +208,7 @@ async function startFakeInflux(options = {}) {
         .join('\u0000');
       const earlier = bucket.points.get(key);
       if (earlier) Object.assign(earlier.fields, fields);
-      else bucket.points.set(key, { measurement: point.measurement, tags, fields, time: point.time });
+      else bucket.points.set(key, { ...point, tags, fields });
     }
     if (conflicts.length > 0) {
       return failure(
