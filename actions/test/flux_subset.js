@@ -206,11 +206,6 @@ function fieldValue(value) {
   if (typeof value === 'number') return { type: 'double', value };
   if (typeof value === 'boolean') return { type: 'boolean', value };
   if (typeof value === 'string') return { type: 'string', value };
-  // {type, value} as a fake may store an unsigned or typed field
-  if (value && typeof value === 'object' && 'value' in value) {
-    const type = { integer: 'long', int: 'long', uinteger: 'unsignedLong', float: 'double' }[value.type] || value.type;
-    return { type, value: type === 'long' || type === 'unsignedLong' ? BigInt(value.value) : value.value };
-  }
   throw new FluxError(`flux_subset: cannot type the stored field value ${String(value)}`);
 }
 
