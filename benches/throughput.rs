@@ -17,9 +17,20 @@
 //! b. one fire per message, `max_inflight_messages` `BENCH_WINDOW` (1000);
 //! c. batches (`FIRE_BATCH_MAX=500`, `FIRE_BATCH_WAIT_MS=20`), window `BENCH_WINDOW`.
 //!
+//! Routing scale (`BENCH_FILTERS`, default `1,1000,10000`; empty: skip), each count on a
+//! fresh stack: the provider subscribed to `bench/#` plus filters that match nothing
+//! published, one step at `BENCH_FILTERS_RATE` (2000 msg/s, one fire per message, window
+//! 20); the table compares CPU per message and idle memory with the smallest count.
+//!
 //! Also `BENCH_SECS` (10 s per step), `BENCH_STEPS` (`1000,5000,10000,20000,max`),
-//! `BENCH_DRAIN_SECS` (30: how late a reading may arrive before it counts as lost) and
-//! `BENCH_PUBLISHERS` (2 connections). Progress goes to stderr, the tables to stdout.
+//! `BENCH_DRAIN_SECS` (30: how late a reading may arrive before it counts as lost),
+//! `BENCH_PUBLISHERS` (2 connections) and `BENCH_PROVIDER_BIN` (another build of the
+//! provider to measure, such as an older commit's). Progress goes to stderr, the tables
+//! to stdout. Only the ceilings and the routing scale:
+//!
+//! ```sh
+//! BENCH_SCENARIOS= cargo bench --bench throughput
+//! ```
 
 #[path = "throughput/broker.rs"]
 mod broker;
@@ -37,6 +48,8 @@ mod publisher;
 mod readings;
 #[path = "throughput/report.rs"]
 mod report;
+#[path = "throughput/routing.rs"]
+mod routing;
 #[path = "throughput/scenario.rs"]
 mod scenario;
 #[path = "throughput/settings.rs"]
@@ -84,8 +97,9 @@ async fn run() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for scenario in &settings.scenarios {
         eprintln!("scenario {}", scenario.label);
-        rows.extend(scenario::run_scenario(scenario, &settings).await);
+        rows.extend(scenario::run_scenario(scenario, &settings.steps, &settings).await);
     }
+    let routing = routing::run_routing(&settings).await;
 
     println!("## Throughput benchmark\n");
     println!("`cargo bench --bench throughput` with {settings}\n");
@@ -94,15 +108,28 @@ async fn run() -> anyhow::Result<()> {
         "{}",
         report::ceilings(&openwhisk, &broker, settings.publishers)
     );
-    println!("{}", report::steps(&rows));
+    if !rows.is_empty() {
+        println!("{}", report::steps(&rows));
+    }
+    if !routing.is_empty() {
+        println!(
+            "### Routing scale: {} msg/s, more filters\n\n{}",
+            report::thousands(u64::from(settings.filters_rate)),
+            report::routing(&routing)
+        );
+    }
     println!(
         "Latency: publish to the fire's arrival at the fake OpenWhisk. Delivered: distinct \
          readings over the time from the first publish to the last arrival. Lost: published \
          but not delivered {} s after publishing stopped. Unacked: messages Mosquitto still \
          held once every reading had arrived, i.e. acknowledgements the provider never sent \
          (a reconnect delivers those messages again). CPU: the provider's user + system \
-         time from the first publish to the last arrival, per 10,000 readings. RSS peak: \
-         sampled every 10 ms during the step.",
+         time from the first publish to the last arrival, per 10,000 readings. RSS idle: \
+         once subscribed and past a warm-up of a few readings, before the first step. RSS \
+         peak: sampled every 10 ms during the step. Routing scale: `bench/#` plus \
+         filters that match nothing published (`dc1/<i>/temp`, `dc1/+/<i>`, \
+         `bench/<i>/t`, `bench/+/<i>`); the growth of idle RSS over the smallest count, \
+         per filter more, is the memory a registered filter takes.",
         settings.drain_deadline.as_secs()
     );
     Ok(())

@@ -1,5 +1,5 @@
-//! The release build of `mqtt-whisk-provider` under test, as a child process with its
-//! output in a log file.
+//! The release build of `mqtt-whisk-provider` under test (or the build
+//! `BENCH_PROVIDER_BIN` names), as a child process with its output in a log file.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,10 +26,11 @@ pub struct Provider {
 }
 
 impl Provider {
-    /// Starts the provider against the broker on `broker_port` and OpenWhisk at
-    /// `api_host`, with only the given environment plus `extra_env`; it logs to
-    /// `<dir>/provider.log`.
+    /// Starts the provider (`binary`, or this package's) against the broker on
+    /// `broker_port` and OpenWhisk at `api_host`, with only the given environment plus
+    /// `extra_env`, which may override it; it logs to `<dir>/provider.log`.
     pub fn start(
+        binary: Option<&Path>,
         broker_port: u16,
         api_host: &str,
         client_id: &str,
@@ -38,7 +39,8 @@ impl Provider {
     ) -> anyhow::Result<Provider> {
         let log_path = dir.join("provider.log");
         let log = std::fs::File::create(&log_path)?;
-        let child = guarded_command(BINARY)
+        let binary = binary.unwrap_or(Path::new(BINARY));
+        let child = guarded_command(binary)
             .env_clear()
             .env("MQTT_URL", format!("mqtt://127.0.0.1:{broker_port}"))
             .env("MQTT_TOPICS", "bench/#")
@@ -52,7 +54,7 @@ impl Provider {
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()
-            .with_context(|| format!("start {BINARY}"))?;
+            .with_context(|| format!("start {}", binary.display()))?;
         let pid = child.id().context("the provider's pid")?;
         Ok(Provider {
             child,

@@ -1,11 +1,12 @@
-//! The printed result: the machine, the ceilings, and one Markdown table row per
-//! scenario and step.
+//! The printed result: the machine, the ceilings, one Markdown table row per scenario
+//! and step, and one per filter count of the routing scale.
 
 use std::fmt::Write as _;
 use std::process::Command;
 
 use super::fake_openwhisk::{CEILING_CLIENTS, Ceiling};
 use super::publisher::Pace;
+use super::routing::RoutingRow;
 use super::step::StepReport;
 
 /// One scenario step as printed.
@@ -95,11 +96,7 @@ pub fn steps(rows: &[Row]) -> String {
     );
     let mut notes = String::new();
     for (index, row) in rows.iter().enumerate() {
-        let mut mark = String::new();
-        for note in row.notes.iter().chain(row.result.as_ref().err()) {
-            mark = format!(" ({})", index + 1);
-            writeln!(notes, "- ({}) {note}", index + 1).expect("write to a String");
-        }
+        let mark = note(index + 1, row, &mut notes);
         let idle = optional(row.idle_rss.map(mib));
         let cells = match &row.result {
             Ok(step) => {
@@ -126,9 +123,86 @@ pub fn steps(rows: &[Row]) -> String {
         writeln!(table, "| {} | {}{mark} | {cells} |", row.scenario, row.pace)
             .expect("write to a String");
     }
+    with_notes(table, &notes)
+}
+
+/// The routing-scale rows as a Markdown table, each compared with the rows of the
+/// smallest filter count (their mean, if it ran more than once), then notes and errors.
+pub fn routing(rows: &[RoutingRow]) -> String {
+    let base_filters = rows.iter().map(|r| r.filters).min().unwrap_or(1);
+    let base: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.filters == base_filters)
+        .map(|r| &r.row)
+        .collect();
+    let mean = |values: Vec<f64>| {
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    };
+    let base_cpu = mean(
+        base.iter()
+            .filter_map(|row| row.result.as_ref().ok()?.cpu_per_10k)
+            .collect(),
+    );
+    let base_rss = mean(
+        base.iter()
+            .filter_map(|row| Some(row.idle_rss? as f64))
+            .collect(),
+    );
+    let mut table = format!(
+        "| filters | offered msg/s | delivered msg/s | lost | p50 ms | p99 ms \
+         | CPU s / 10k msgs | CPU vs {base_filters} | RSS idle MB | RSS idle growth B / filter |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut notes = String::new();
+    for (index, RoutingRow { filters, row }) in rows.iter().enumerate() {
+        let mark = note(index + 1, row, &mut notes);
+        let growth = match (row.idle_rss, base_rss) {
+            (Some(rss), Some(base)) if *filters > base_filters => Some(format!(
+                "{:.0}",
+                (rss as f64 - base) / (filters - base_filters) as f64
+            )),
+            _ => None,
+        };
+        let idle = format!("{} | {}", optional(row.idle_rss.map(mib)), optional(growth));
+        let cells = match &row.result {
+            Ok(step) => format!(
+                "{} | {} | {} | {} | {} | {} | {} | {idle}",
+                thousands(step.offered_per_sec as u64),
+                thousands(step.delivered_per_sec as u64),
+                thousands(step.lost()),
+                optional(step.latency.as_ref().map(|l| ms(l.p50))),
+                optional(step.latency.as_ref().map(|l| ms(l.p99))),
+                optional(step.cpu_per_10k.map(|cpu| format!("{cpu:.3}"))),
+                optional(
+                    step.cpu_per_10k
+                        .zip(base_cpu)
+                        .map(|(cpu, base)| format!("{:.2}×", cpu / base))
+                ),
+            ),
+            Err(_) => format!("failed | | | | | | | {idle}"),
+        };
+        writeln!(table, "| {}{mark} | {cells} |", thousands(*filters as u64))
+            .expect("write to a String");
+    }
+    with_notes(table, &notes)
+}
+
+/// Appends `row`'s notes and error to `notes`, numbered `number`; returns the mark its
+/// table cell gets (` (3)`, or nothing).
+fn note(number: usize, row: &Row, notes: &mut String) -> String {
+    let mut mark = String::new();
+    for note in row.notes.iter().chain(row.result.as_ref().err()) {
+        mark = format!(" ({number})");
+        writeln!(notes, "- ({number}) {note}").expect("write to a String");
+    }
+    mark
+}
+
+/// `table`, then a blank line and `notes` if there are any.
+fn with_notes(mut table: String, notes: &str) -> String {
     if !notes.is_empty() {
         table.push('\n');
-        table.push_str(&notes);
+        table.push_str(notes);
     }
     table
 }

@@ -23,12 +23,12 @@ const WARM_UP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Quiet time after the warm-up, so the idle measurement and the first step start calm.
 const SETTLE: Duration = Duration::from_secs(1);
 
-/// Runs every step of `scenario`; one row per step. A step that leaves readings behind,
-/// or a provider that exits, gets a fresh stack for the next step.
-pub async fn run_scenario(scenario: &Scenario, settings: &Settings) -> Vec<Row> {
+/// Runs `steps` of `scenario`; one row per step. A step that leaves readings behind, or
+/// a provider that exits, gets a fresh stack for the next step.
+pub async fn run_scenario(scenario: &Scenario, steps: &[Pace], settings: &Settings) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut stack: Option<Stack> = None;
-    for &pace in &settings.steps {
+    for &pace in steps {
         let mut running = match stack.take() {
             Some(running) => running,
             None => match Stack::start(scenario, settings).await {
@@ -122,6 +122,7 @@ impl Stack {
             .prefix("bench-provider-")
             .tempdir()?;
         let mut provider = Provider::start(
+            settings.provider_bin.as_deref(),
             broker.port(),
             &openwhisk.api_host(),
             &unique_id("bench-provider"),

@@ -1,6 +1,7 @@
 //! What to run, from `BENCH_*` environment variables (each optional).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -18,7 +19,8 @@ pub struct Settings {
     /// `BENCH_DRAIN_SECS` (30): how long the rest of a step's readings may take to
     /// arrive once publishing has stopped.
     pub drain_deadline: Duration,
-    /// `BENCH_STEPS` (`1000,5000,10000,20000,max`): messages per second, or `max`.
+    /// `BENCH_STEPS` (`1000,5000,10000,20000,max`; empty: none): messages per second,
+    /// or `max`.
     pub steps: Vec<Pace>,
     /// `BENCH_SCENARIOS` (`a,b,c`; empty: only the ceilings).
     pub scenarios: Vec<Scenario>,
@@ -26,6 +28,15 @@ pub struct Settings {
     pub publishers: usize,
     /// `BENCH_WINDOW` (1000): Mosquitto's `max_inflight_messages` in scenarios b and c.
     pub window: u32,
+    /// `BENCH_FILTERS` (`1,1000,10000`; empty: skip): the routing-scale part runs a
+    /// provider subscribed to this many filters, one after the other.
+    pub filters: Vec<usize>,
+    /// `BENCH_FILTERS_RATE` (2000): messages per second of each routing-scale step, low
+    /// enough that the provider keeps up with any filter count.
+    pub filters_rate: u32,
+    /// `BENCH_PROVIDER_BIN` (unset: this package's release build): another build of the
+    /// provider to measure, such as an older commit's.
+    pub provider_bin: Option<PathBuf>,
 }
 
 /// One provider configuration against one broker configuration.
@@ -44,7 +55,9 @@ impl Settings {
         let window = var("BENCH_WINDOW", LARGE_WINDOW)?;
         let steps = var("BENCH_STEPS", "1000,5000,10000,20000,max".to_string())?
             .split(',')
-            .map(|step| match step.trim() {
+            .map(str::trim)
+            .filter(|step| !step.is_empty())
+            .map(|step| match step {
                 "max" => Ok(Pace::Flood),
                 rate => match rate.parse() {
                     Ok(rate) if rate > 0 => Ok(Pace::Rate(rate)),
@@ -58,6 +71,15 @@ impl Settings {
             .filter(|key| !key.is_empty())
             .map(|key| Scenario::named(key, window))
             .collect::<anyhow::Result<_>>()?;
+        let filters = var("BENCH_FILTERS", "1,1000,10000".to_string())?
+            .split(',')
+            .map(str::trim)
+            .filter(|count| !count.is_empty())
+            .map(|count| match count.parse() {
+                Ok(count) if count > 0 => Ok(count),
+                _ => bail!("BENCH_FILTERS: expected filter counts of at least 1, got {count:?}"),
+            })
+            .collect::<anyhow::Result<_>>()?;
         let settings = Settings {
             step_duration: Duration::from_secs(var("BENCH_SECS", 10)?),
             drain_deadline: Duration::from_secs(var("BENCH_DRAIN_SECS", 30)?),
@@ -65,9 +87,17 @@ impl Settings {
             scenarios,
             publishers: var("BENCH_PUBLISHERS", 2)?,
             window,
+            filters,
+            filters_rate: var("BENCH_FILTERS_RATE", 2_000)?,
+            provider_bin: std::env::var_os("BENCH_PROVIDER_BIN")
+                .filter(|bin| !bin.is_empty())
+                .map(PathBuf::from),
         };
-        if settings.step_duration.is_zero() || settings.publishers == 0 {
-            bail!("BENCH_SECS and BENCH_PUBLISHERS must be at least 1");
+        if settings.step_duration.is_zero()
+            || settings.publishers == 0
+            || settings.filters_rate == 0
+        {
+            bail!("BENCH_SECS, BENCH_PUBLISHERS and BENCH_FILTERS_RATE must be at least 1");
         }
         Ok(settings)
     }
@@ -88,17 +118,24 @@ impl fmt::Display for Settings {
             .iter()
             .map(|scenario| scenario.key.as_str())
             .collect();
+        let filters: Vec<String> = self.filters.iter().map(usize::to_string).collect();
         write!(
             f,
             "BENCH_SECS={} BENCH_DRAIN_SECS={} BENCH_STEPS={} BENCH_SCENARIOS={} \
-             BENCH_PUBLISHERS={} BENCH_WINDOW={}",
+             BENCH_PUBLISHERS={} BENCH_WINDOW={} BENCH_FILTERS={} BENCH_FILTERS_RATE={}",
             self.step_duration.as_secs(),
             self.drain_deadline.as_secs(),
             steps.join(","),
             scenarios.join(","),
             self.publishers,
             self.window,
-        )
+            filters.join(","),
+            self.filters_rate,
+        )?;
+        if let Some(bin) = &self.provider_bin {
+            write!(f, " BENCH_PROVIDER_BIN={}", bin.display())?;
+        }
+        Ok(())
     }
 }
 
