@@ -110,7 +110,7 @@ exports.main = async function main(params = {}) {
     result.reasons.push(`... and ${result.skipped - result.reasons.length} more`);
   }
   if (lines.length > 0) {
-    await write(config, lines);
+    await withRetries(() => write(config, lines));
     result.written = lines.length;
   }
   return result;
@@ -365,6 +365,26 @@ function rfc3339(text) {
   const offset = sign ? BigInt((Number(oh) * 60 + Number(om)) * 60 * (sign === '-' ? -1 : 1)) : 0n;
   const nanos = BigInt(fraction.slice(0, 9).padEnd(9, '0'));
   return (seconds - offset) * 1000000000n + nanos;
+}
+
+// OpenWhisk never retries a failed activation, and the provider had its 202 long before:
+// a write given up early is a reading lost. So transient InfluxDB failures (no answer,
+// 429, 5xx) are retried with backoff until shortly before the activation's deadline
+// (__OW_DEADLINE, ms since the epoch); outside OpenWhisk (no deadline) they are not.
+const RETRY_MARGIN_MS = 2000;
+const RETRY_MAX_DELAY_MS = 5000;
+
+async function withRetries(attempt) {
+  const deadline = Number(process.env.__OW_DEADLINE) || 0;
+  for (let delay = 200; ; delay = Math.min(delay * 2, RETRY_MAX_DELAY_MS)) {
+    try {
+      return await attempt();
+    } catch (e) {
+      const transient = e.status === undefined || e.status === 429 || e.status >= 500;
+      if (!transient || Date.now() + delay + RETRY_MARGIN_MS >= deadline) throw e;
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
 }
 
 async function write(config, lines) {

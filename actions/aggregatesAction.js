@@ -610,7 +610,31 @@ function centralLine({ measurement, device, values }, datacenterId, window) {
 // ---------------------------------------------------------------------------------------
 // HTTP
 
-async function influx(target, which, path, query, headers, body) {
+// OpenWhisk never retries a failed activation, and the provider had its 202 long before:
+// a write given up early is a reading lost. So transient InfluxDB failures (no answer,
+// 429, 5xx) are retried with backoff until shortly before the activation's deadline
+// (__OW_DEADLINE, ms since the epoch); outside OpenWhisk (no deadline) they are not.
+const RETRY_MARGIN_MS = 2000;
+const RETRY_MAX_DELAY_MS = 5000;
+
+async function withRetries(attempt) {
+  const deadline = Number(process.env.__OW_DEADLINE) || 0;
+  for (let delay = 200; ; delay = Math.min(delay * 2, RETRY_MAX_DELAY_MS)) {
+    try {
+      return await attempt();
+    } catch (e) {
+      const transient = e.status === undefined || e.status === 429 || e.status >= 500;
+      if (!transient || Date.now() + delay + RETRY_MARGIN_MS >= deadline) throw e;
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+}
+
+function influx(...request) {
+  return withRetries(() => influxOnce(...request));
+}
+
+async function influxOnce(target, which, path, query, headers, body) {
   const url = `${target.url}${path}?${new URLSearchParams(query)}`;
   let res;
   let text;

@@ -528,6 +528,45 @@ describe('idempotence', () => {
   });
 });
 
+describe('inside OpenWhisk, transient failures are retried until the deadline', () => {
+  const deadline = (ms) => {
+    process.env.__OW_DEADLINE = String(Date.now() + ms);
+  };
+  afterEach(() => {
+    delete process.env.__OW_DEADLINE;
+  });
+
+  test('a 503 that clears is retried, and the reading written once', async () => {
+    deadline(30000);
+    await influx.setFault({ status: 503, message: 'engine restarting' });
+    const result = main(actionParams(messageFire(READING)));
+    const failed = async () => {
+      while (writes().length < 2) await new Promise((resolve) => setImmediate(resolve));
+    };
+    await failed();
+    await influx.setFault(null);
+    assert.equal((await result).written, 3);
+    assert.equal(points().length, 3);
+  });
+
+  test('a 401 is not retried', async () => {
+    deadline(30000);
+    const error = await rejection({ ...messageFire(READING), influx_token: `${TOKEN}-revoked` });
+    assert.equal(error.status, 401);
+    assert.equal(writes().length, 1);
+  });
+
+  test('a failure that outlasts the deadline rejects before it', async () => {
+    deadline(2500);
+    await influx.setFault({ status: 500, message: 'down' });
+    const started = Date.now();
+    const error = await rejection(messageFire(READING));
+    assert.equal(error.status, 500);
+    assert.ok(Date.now() - started < 2500, 'gave up before the deadline');
+    assert.ok(writes().length >= 1);
+  });
+});
+
 describe('InfluxDB failing rejects with the status and its message, never the token', () => {
   test('401: a token InfluxDB does not know', async () => {
     const error = await rejection({ ...messageFire(READING), influx_token: `${TOKEN}-revoked` });

@@ -335,6 +335,32 @@ describe('parameters', () => {
   });
 });
 
+describe('inside OpenWhisk, transient failures are retried until the deadline', () => {
+  afterEach(() => {
+    delete process.env.__OW_DEADLINE;
+  });
+
+  test('a central 503 that clears is retried, and the day written once', async () => {
+    process.env.__OW_DEADLINE = String(Date.now() + 30000);
+    await seed([{ quantity: 'temperature', device: 'a1b2', value: 20, time: ns('2026-06-01T12:00:00.000Z') }]);
+    await central.setFault({ status: 503, message: 'shard moving' });
+    const result = main(params('2026-06-02T03:00:00+02:00'));
+    while (requestsTo(central, '/api/v2/write').length < 2) {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await central.setFault(null);
+    await result;
+    assert.equal(centralPoints().length, 1);
+  });
+
+  test('a 401 is not retried', async () => {
+    process.env.__OW_DEADLINE = String(Date.now() + 30000);
+    await assert.rejects(main(params('2026-06-02T03:00:00+02:00', { local_influx_token: 'wrong-token-123' })),
+      (e) => e.status === 401);
+    assert.equal(requestsTo(local, '/api/v2/query').length, 1);
+  });
+});
+
 describe('InfluxDB failures reject with the status and message, never a token', () => {
   const noTokens = (e) => {
     assert.ok(!e.message.includes(LOCAL_TOKEN) && !e.message.includes(CENTRAL_TOKEN), e.message);
