@@ -38,7 +38,8 @@ struct State {
     triggers: BTreeMap<(Arc<str>, Arc<str>), TriggerProblem>,
     /// Per namespace, as the throttle is.
     throttled: HashMap<Arc<str>, Reminder>,
-    no_rule: Option<Reminder>,
+    /// Per (namespace, trigger): each trigger's missing rule is its own warning.
+    no_rule: HashMap<(Arc<str>, Arc<str>), Reminder>,
     split: Option<Reminder>,
 }
 
@@ -135,7 +136,7 @@ impl Default for Health {
             openwhisk: None,
             triggers: BTreeMap::new(),
             throttled: HashMap::new(),
-            no_rule: None,
+            no_rule: HashMap::new(),
             split: None,
         })))
     }
@@ -313,10 +314,20 @@ impl Health {
     }
 
     /// A 204: accepted, but no rule starts an action. Warned once per interval.
-    pub fn no_active_rule(&self, trigger: &str) {
-        if let Some(count) = Reminder::due_in(&mut self.state().no_rule) {
+    pub fn no_active_rule(&self, namespace: &Arc<str>, trigger: &Arc<str>) {
+        let mut state = self.state();
+        let key = (namespace.clone(), trigger.clone());
+        let reminder = match state.no_rule.get_mut(&key) {
+            Some(reminder) => reminder.due(),
+            None => {
+                state.no_rule.insert(key, Reminder::new());
+                Some(1)
+            }
+        };
+        if let Some(count) = reminder {
             tracing::warn!(
-                trigger,
+                %namespace,
+                %trigger,
                 fires = count,
                 "trigger has no active rule: OpenWhisk accepted the fires (204) but starts no action"
             );
@@ -360,6 +371,20 @@ mod tests {
         );
         health.openwhisk_accepting();
         assert!(health.readiness().is_ok());
+    }
+
+    #[test]
+    fn each_trigger_without_an_active_rule_is_warned_about_once_per_interval() {
+        let (logs, _guard) = Logs::capture();
+        let health = Health::default();
+        let (ns, a, b): (Arc<str>, Arc<str>, Arc<str>) = ("guest".into(), "a".into(), "b".into());
+        for _ in 0..3 {
+            health.no_active_rule(&ns, &a);
+            health.no_active_rule(&ns, &b);
+        }
+        let warned = logs.lines("no active rule");
+        assert_eq!(warned.len(), 2, "{warned:#?}");
+        assert!(warned[0].contains("trigger=a") && warned[1].contains("trigger=b"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -43,7 +43,8 @@ impl Events {
     /// 204: OpenWhisk took the fire, but no active rule starts an action.
     pub fn no_active_rule(&self, fire: &Fire<'_>, status: &str, took: Duration) {
         self.accepting(fire);
-        self.health.no_active_rule(&fire.target.trigger);
+        self.health
+            .no_active_rule(&fire.target.namespace, &fire.target.trigger);
         self.metrics
             .fire_attempt(fire.kind, FireOutcome::NoActiveRule, status);
         self.metrics.fire_finished(fire.kind, took.as_secs_f64());
