@@ -176,6 +176,8 @@ impl App {
         let stop_http = CancellationToken::new();
         let tasks = TaskTracker::new();
 
+        // Every route known at start is in place: the connections may read now.
+        self.connections.start();
         tracing::info!(http_addr = %self.listener.local_addr()?, "HTTP endpoints listening");
         let mut router = crate::http::router(self.health.clone(), self.metrics.clone());
         if let Some(parts) = self.feed {

@@ -11,6 +11,7 @@
 //! restart and the broker's persistent session (and what it kept) is found again.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -118,7 +119,14 @@ pub struct Connections {
     health: Health,
     metrics: Metrics,
     running: Running,
-    open: Mutex<HashMap<ConnectionKey, Connection>>,
+    open: Mutex<Open>,
+}
+
+/// The connections, and whether they run yet (see [`Tasks::Waiting`]).
+#[derive(Default)]
+struct Open {
+    connections: HashMap<ConnectionKey, Connection>,
+    started: bool,
 }
 
 struct Connection {
@@ -127,7 +135,12 @@ struct Connection {
     /// Stop this connection alone (children of the provider's tokens).
     stop_intake: CancellationToken,
     fires_done: CancellationToken,
-    forwarder: JoinHandle<()>,
+    /// Its source and forwarder until they run. They are not started before every route
+    /// known at start is in place: a persistent session hands over what it kept at once,
+    /// and a message that found no route yet would be acknowledged unfired.
+    waiting: Option<Box<(MqttSource, Forwarder)>>,
+    /// The source and forwarder tasks once running.
+    running: Option<(JoinHandle<()>, JoinHandle<()>)>,
 }
 
 impl Connections {
@@ -146,8 +159,39 @@ impl Connections {
             health,
             metrics,
             running,
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(Open::default()),
         }
+    }
+
+    /// Starts every connection built so far; those added later start at once. Call it
+    /// once every route known at start (static and stored) is in place.
+    pub fn start(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.started = true;
+        for connection in open.connections.values_mut() {
+            self.run(connection);
+        }
+    }
+
+    /// Spawns the source and forwarder of `connection`, if not yet running.
+    fn run(&self, connection: &mut Connection) {
+        let Some(built) = connection.waiting.take() else {
+            return;
+        };
+        let (source, forwarder) = *built;
+        let running = &self.running;
+        let (messages_tx, messages_rx) = mpsc::channel(self.pipeline.concurrency);
+        let source = running.sources.spawn(source.run(
+            messages_tx,
+            connection.stop_intake.clone(),
+            connection.fires_done.clone(),
+        ));
+        let forwarder = running.forwarders.spawn(forwarder.run(
+            messages_rx,
+            running.abandon.clone(),
+            running.fires.clone(),
+        ));
+        connection.running = Some((source, forwarder));
     }
 
     /// `MQTT_URL`'s broker, with its credentials and TLS settings.
@@ -166,34 +210,46 @@ impl Connections {
     ) -> anyhow::Result<Arc<Routes>> {
         let key = ConnectionKey::new(broker, &destination.target.namespace);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if !open.contains_key(&key) {
-            let connection = self.open_connection(broker, &key)?;
-            open.insert(key.clone(), connection);
+        let started = open.started;
+        let connection = match open.connections.entry(key) {
+            Entry::Occupied(connection) => connection.into_mut(),
+            Entry::Vacant(vacant) => {
+                let key = vacant.key().clone();
+                vacant.insert(self.open_connection(broker, &key)?)
+            }
+        };
+        connection.routes.add(filter, destination);
+        let routes = connection.routes.clone();
+        if started {
+            self.run(connection);
         }
-        let routes = open[&key].routes.clone();
-        routes.add(filter, destination);
         Ok(routes)
     }
 
-    /// Stops routing `filter` to `destination` and waits until none of its fires is in
-    /// flight; a connection left without routes is closed.
+    /// Stops routing `filter` to `destination`; a connection left without routes is
+    /// closed. Without a `successor` it waits until none of its fires is in flight (a
+    /// DELETE); with one, its fires in flight go on there (a replacement).
     pub async fn remove_route(
         &self,
         broker: &MqttConfig,
         filter: &str,
         destination: &Arc<Destination>,
+        successor: Option<&Arc<Destination>>,
     ) {
         let key = ConnectionKey::new(broker, &destination.target.namespace);
         let closing = {
             let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(connection) = open.get(&key) else {
+            let Some(connection) = open.connections.get(&key) else {
                 return;
             };
             connection.routes.remove(filter, destination);
             let unused = connection.routes.read().is_empty();
-            unused.then(|| open.remove(&key)).flatten()
+            unused.then(|| open.connections.remove(&key)).flatten()
         };
-        destination.retire().await;
+        match successor {
+            Some(successor) => destination.hand_over(successor),
+            None => destination.retire().await,
+        }
         if let Some(connection) = closing {
             self.close(connection).await;
         }
@@ -223,25 +279,14 @@ impl Connections {
             batch_max: pipeline.batch_max,
             batch_wait: pipeline.batch_wait,
         };
-        let running = &self.running;
-        let stop_intake = running.stop_intake.child_token();
-        let fires_done = running.fires_done.child_token();
-        let (messages_tx, messages_rx) = mpsc::channel(pipeline.concurrency);
-        running
-            .sources
-            .spawn(source.run(messages_tx, stop_intake.clone(), fires_done.clone()));
-        let forwarder = running.forwarders.spawn(forwarder.run(
-            messages_rx,
-            running.abandon.clone(),
-            running.fires.clone(),
-        ));
         tracing::info!(connection = %config.client_id, broker = ?key, "opening an MQTT connection");
         Ok(Connection {
             routes,
             client_id: config.client_id.as_str().into(),
-            stop_intake,
-            fires_done,
-            forwarder,
+            stop_intake: self.running.stop_intake.child_token(),
+            fires_done: self.running.fires_done.child_token(),
+            waiting: Some(Box::new((source, forwarder))),
+            running: None,
         })
     }
 
@@ -250,8 +295,12 @@ impl Connections {
     /// more for it.
     async fn close(&self, connection: Connection) {
         connection.stop_intake.cancel();
-        let _ = connection.forwarder.await;
-        connection.fires_done.cancel();
+        if let Some((source, forwarder)) = connection.running {
+            let _ = forwarder.await;
+            connection.fires_done.cancel();
+            // Forgotten once the source is gone, so it cannot report itself again.
+            let _ = source.await;
+        }
         self.health.forget_broker(&connection.client_id);
         self.metrics.mqtt_connection_closed(&connection.client_id);
         tracing::info!(connection = %connection.client_id, "MQTT connection closed: no route uses it any more");

@@ -181,6 +181,10 @@ impl MqttSource {
             let event = tokio::select! {
                 _ = fires_done.cancelled() => {
                     self.write_acks().await;
+                    // A connection closed for its last route unsubscribes what it still
+                    // holds first, so the broker keeps nothing for it (at shutdown the
+                    // routes are unchanged: nothing to write).
+                    self.sync_subscriptions().await;
                     if self.write_packet(Packet::Disconnect).await {
                         tracing::info!("disconnected from the MQTT broker");
                     }
