@@ -49,6 +49,9 @@ pub enum Delivered {
     TooLarge,
     /// The deadline came first.
     GaveUp,
+    /// The route's destination was deleted, paused, disabled or replaced meanwhile: no
+    /// more attempts (an attempt already sent got its answer first).
+    Retired,
 }
 
 impl Delivered {
@@ -111,8 +114,8 @@ impl Deliverer {
         let mut retry = retry_backoff();
         let mut not_ready = not_ready_backoff();
         loop {
-            if !wait_or_deadline(pause.wait(), fire.deadline).await {
-                return Delivered::GaveUp;
+            if let Some(stopped) = wait_unless_stopped(pause.wait(), &fire).await {
+                return stopped;
             }
             let answer = self.sink.fire(fire.target, fire.body.clone()).await;
             if let Some(destination) = fire.destination {
@@ -144,8 +147,8 @@ impl Deliverer {
                     self.events.fire_throttled(&fire, &status, &answer, paused);
                     // This fire's own backoff starts when the pause ends, so that the
                     // fires waiting for it do not all retry at the same instant.
-                    if !wait_or_deadline(pause.wait(), fire.deadline).await {
-                        return Delivered::GaveUp;
+                    if let Some(stopped) = wait_unless_stopped(pause.wait(), &fire).await {
+                        return stopped;
                     }
                     retry.next().unwrap_or(Duration::from_secs(10))
                 }
@@ -159,8 +162,8 @@ impl Deliverer {
                     retry_after.map_or(backoff, |r| r.min(MAX_RETRY_AFTER).max(backoff))
                 }
             };
-            if !wait_or_deadline(tokio::time::sleep(delay), fire.deadline).await {
-                return Delivered::GaveUp;
+            if let Some(stopped) = wait_unless_stopped(tokio::time::sleep(delay), &fire).await {
+                return stopped;
             }
         }
     }
@@ -190,6 +193,23 @@ fn status_label(answer: &Answer) -> String {
     answer
         .status
         .map_or_else(|| "none".to_owned(), |s| s.as_u16().to_string())
+}
+
+/// Runs `wait` unless the fire's deadline comes or its destination is retired first;
+/// then what the delivery came to. Only waits are cut short: a request being sent gets
+/// its answer, so nothing reaches OpenWhisk after a DELETE was answered.
+async fn wait_unless_stopped(wait: impl Future<Output = ()>, fire: &Fire<'_>) -> Option<Delivered> {
+    let retired = async {
+        match fire.destination {
+            Some(destination) => destination.retired().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        () = retired => Some(Delivered::Retired),
+        waited = wait_or_deadline(wait, fire.deadline) => (!waited).then_some(Delivered::GaveUp),
+    }
 }
 
 /// Runs `wait` unless `deadline` comes first; false when the deadline came.

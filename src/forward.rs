@@ -149,9 +149,9 @@ impl Forwarder {
 
     /// Delivers `outgoing` and settles its messages once final. A batch too large for
     /// OpenWhisk goes again in halves, one after the other, each settled on its own
-    /// answer. A destination retired meanwhile settles them all: they no longer wait.
+    /// answer.
     async fn deliver(&self, outgoing: Outgoing) {
-        let destination = outgoing.destination.clone();
+        let mut destination = outgoing.destination.clone();
         let mut parts = vec![outgoing];
         while let Some(part) = parts.pop() {
             let fire = Fire {
@@ -168,12 +168,18 @@ impl Forwarder {
                 deadline: None,
                 destination: Some(&destination),
             };
-            let delivered = tokio::select! {
-                biased;
-                () = destination.retired() => Delivered::Rejected,
-                delivered = self.deliverer.deliver(fire) => delivered,
-            };
-            if delivered == Delivered::TooLarge {
+            let delivered = self.deliverer.deliver(fire).await;
+            if delivered == Delivered::Retired {
+                // A registration replaced (re-CREATE, UPDATE) hands its messages to its
+                // successor; one deleted, paused or disabled no longer holds them.
+                match destination.successor() {
+                    Some(successor) => {
+                        destination = successor;
+                        parts.push(part);
+                    }
+                    None => part.messages.iter().for_each(|m| m.settle(&self.acker)),
+                }
+            } else if delivered == Delivered::TooLarge {
                 let (first, second) = part.halves(&self.bodies);
                 parts.extend([second, first]);
             } else if delivered.is_final() {

@@ -142,6 +142,7 @@ impl AlarmFires {
             Delivered::NoActiveRule => TickOutcome::NoActiveRule,
             Delivered::Rejected => TickOutcome::Rejected,
             Delivered::TooLarge => unreachable!("only a fire of several messages is split"),
+            Delivered::Retired => unreachable!("an alarm fire has no route to retire"),
             Delivered::GaveUp => TickOutcome::GaveUp,
         };
         self.deliverer

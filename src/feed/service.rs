@@ -271,7 +271,7 @@ impl Feed {
         let existed = blocking(move || registry.remove(&ns, &name)).await?;
         let key = (namespace.to_owned(), trigger.to_owned());
         if let Some(route) = active.remove(&key) {
-            self.unroute(route).await;
+            self.unroute(route, None).await;
         }
         if !existed {
             return Err(not_registered(namespace, trigger));
@@ -321,46 +321,25 @@ impl Feed {
     /// Stores `registration` (durably, before answering) and routes it in place of what
     /// was there.
     async fn store(&self, registration: Registration) -> Result<Value, FeedError> {
-        let mut active = self.active.lock().await;
-        let registry = self.registry.clone();
-        let stored = registration.clone();
-        let replaced = {
-            let registry = registry.clone();
-            let (ns, name) = (registration.namespace.clone(), registration.trigger.clone());
-            blocking(move || registry.get(&ns, &name)).await?.is_some()
+        let key = key_of(&registration);
+        let (previous, waiting) = {
+            let mut active = self.active.lock().await;
+            let previous = self.get(&key).await?;
+            self.put(&registration).await?;
+            let waiting = self.activate(&mut active, &registration).await?;
+            (previous, waiting)
         };
-        blocking(move || registry.put(&stored)).await?;
-        // The new route first: the same filter on the same connection is then never
-        // unsubscribed, nor the connection closed, in between.
-        let route = match registration.status.active {
-            true => Some(self.route(&registration).map_err(|error| {
-                FeedError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}"))
-            })?),
-            false => None,
-        };
-        let subscribed = route.as_ref().map(|r| (r.routes.clone(), r.filter.clone()));
-        let old = match route {
-            Some(route) => active.insert(key_of(&registration), route),
-            None => active.remove(&key_of(&registration)),
-        };
-        if let Some(old) = old {
-            self.unroute(old).await;
-        }
-        if let Some((routes, filter)) = subscribed {
+        // Without the lock: a broker that does not answer must not hold up every other
+        // registration for the SUBACK's timeout.
+        if let Some((routes, filter, destination)) = waiting {
             match routes.subscription(&filter, SUBACK_TIMEOUT).await {
                 Subscription::Subscribed => {}
                 Subscription::Refused => {
-                    // Nothing half-registered: the broker will never deliver it.
-                    if let Some(route) = active.remove(&key_of(&registration)) {
-                        self.unroute(route).await;
-                    }
-                    let registry = self.registry.clone();
-                    let (ns, name) = key_of(&registration);
-                    blocking(move || registry.remove(&ns, &name)).await?;
+                    self.undo(&key, &destination, previous).await?;
                     return Err(FeedError::new(
                         StatusCode::FORBIDDEN,
                         format!(
-                            "topic: the broker refused to subscribe {filter:?} (its ACL); nothing was registered"
+                            "topic: the broker refused to subscribe {filter:?} (its ACL); the registration is as it was before"
                         ),
                     ));
                 }
@@ -372,15 +351,7 @@ impl Feed {
                 ),
             }
         }
-        if registration.status.active {
-            self.events.feed_trigger_routed(
-                &registration.namespace.as_str().into(),
-                &registration.trigger.as_str().into(),
-            );
-        } else {
-            self.show_inactive(&registration);
-        }
-        if !replaced {
+        if previous.is_none() {
             self.metrics.feed_registrations_changed(1);
         }
         tracing::info!(
@@ -388,10 +359,93 @@ impl Feed {
             trigger = registration.trigger,
             topic = registration.topic,
             active = registration.status.active,
-            replaced,
+            replaced = previous.is_some(),
             "feed trigger registered"
         );
         Ok(self.document(&registration))
+    }
+
+    /// Routes `registration` (if active) in place of what `active` held for it: the new
+    /// route first, so that the same filter on the same connection is never unsubscribed
+    /// in between, and the old destination hands its messages in flight to the new one.
+    /// Returns what to wait on for the new route's SUBACK.
+    async fn activate(
+        &self,
+        active: &mut HashMap<(String, String), ActiveRoute>,
+        registration: &Registration,
+    ) -> Result<Option<(Arc<Routes>, String, Arc<Destination>)>, FeedError> {
+        let key = key_of(registration);
+        let route = match registration.status.active {
+            true => Some(self.route(registration).map_err(|error| {
+                FeedError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}"))
+            })?),
+            false => None,
+        };
+        let waiting = route
+            .as_ref()
+            .map(|r| (r.routes.clone(), r.filter.clone(), r.destination.clone()));
+        let old = match route {
+            Some(route) => active.insert(key, route),
+            None => active.remove(&key),
+        };
+        if let Some(old) = old {
+            self.unroute(old, waiting.as_ref().map(|(_, _, d)| d)).await;
+        }
+        if registration.status.active {
+            self.events.feed_trigger_routed(
+                &registration.namespace.as_str().into(),
+                &registration.trigger.as_str().into(),
+            );
+        } else {
+            self.show_inactive(registration);
+        }
+        Ok(waiting)
+    }
+
+    /// Puts back what a CREATE or UPDATE replaced, unless another request has replaced
+    /// `ours` since: nothing half-registered.
+    async fn undo(
+        &self,
+        key: &(String, String),
+        ours: &Arc<Destination>,
+        previous: Option<Registration>,
+    ) -> Result<(), FeedError> {
+        let mut active = self.active.lock().await;
+        let still_ours = active
+            .get(key)
+            .is_some_and(|route| Arc::ptr_eq(&route.destination, ours));
+        if !still_ours {
+            return Ok(());
+        }
+        match previous {
+            Some(previous) => {
+                self.put(&previous).await?;
+                self.activate(&mut active, &previous).await?;
+            }
+            None => {
+                let registry = self.registry.clone();
+                let (ns, name) = key.clone();
+                blocking(move || registry.remove(&ns, &name)).await?;
+                if let Some(route) = active.remove(key) {
+                    self.unroute(route, None).await;
+                }
+                self.events
+                    .feed_trigger_deleted(&key.0.as_str().into(), &key.1.as_str().into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn get(&self, key: &(String, String)) -> Result<Option<Registration>, FeedError> {
+        let registry = self.registry.clone();
+        let (ns, name) = key.clone();
+        blocking(move || registry.get(&ns, &name)).await
+    }
+
+    async fn put(&self, registration: &Registration) -> Result<(), FeedError> {
+        let registry = self.registry.clone();
+        let stored = registration.clone();
+        blocking(move || registry.put(&stored)).await
     }
 
     /// Records a disabling: the registration stays, inactive, with the reason.
@@ -427,7 +481,7 @@ impl Feed {
         let registry = self.registry.clone();
         let stored = registration.clone();
         blocking(move || registry.put(&stored)).await?;
-        self.unroute(route).await;
+        self.unroute(route, None).await;
         tracing::error!(
             namespace = notice.namespace,
             trigger = notice.trigger,
@@ -523,9 +577,10 @@ impl Feed {
         })
     }
 
-    async fn unroute(&self, route: ActiveRoute) {
+    /// Removes `route`; with a `successor`, its messages in flight go there.
+    async fn unroute(&self, route: ActiveRoute, successor: Option<&Arc<Destination>>) {
         self.connections
-            .remove_route(&route.broker, &route.filter, &route.destination)
+            .remove_route(&route.broker, &route.filter, &route.destination, successor)
             .await;
     }
 

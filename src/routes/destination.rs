@@ -1,8 +1,8 @@
 //! A destination: one trigger that messages are routed to, with what its fires need
 //! besides their bodies and what their answers say of it.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -49,6 +49,9 @@ pub struct Destination {
     fires: TaskTracker,
     /// Since when its fires have been answered 401/403/404, and the latest such answer.
     refused: Mutex<Option<Refusal>>,
+    /// What replaced it (a re-CREATE or UPDATE of its registration): its messages in
+    /// flight are fired there instead.
+    successor: Mutex<Option<Arc<Destination>>>,
 }
 
 struct Refusal {
@@ -67,7 +70,24 @@ impl Destination {
             retired: CancellationToken::new(),
             fires: TaskTracker::new(),
             refused: Mutex::new(None),
+            successor: Mutex::new(None),
         }
+    }
+
+    /// Retires it in favour of `successor`, which takes over its messages in flight;
+    /// returns at once (they may wait long for OpenWhisk).
+    pub fn hand_over(&self, successor: &Arc<Destination>) {
+        *self.successor.lock().unwrap_or_else(|p| p.into_inner()) = Some(successor.clone());
+        self.retired.cancel();
+        self.fires.close();
+    }
+
+    /// What replaced it, if it was replaced rather than deleted.
+    pub fn successor(&self) -> Option<Arc<Destination>> {
+        self.successor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether it is a feed registration's (whose problems are its own, see `Origin`).

@@ -617,3 +617,79 @@ async fn stored_keys_are_encrypted_with_the_state_key_and_never_shown() {
     );
     assert!(!said.contains(&secret));
 }
+
+/// The feed's routes are loaded before any connection reads: a persistent session hands
+/// over what it kept at once, and a reading on a feed filter that found no route yet
+/// would be acknowledged unfired.
+#[tokio::test]
+async fn readings_kept_for_a_feed_trigger_during_a_restart_are_fired_after_it() {
+    let mut world = FeedWorld::start(&[]).await;
+    // The static route's connection is also the feed registration's: same broker, same
+    // namespace.
+    let namespace = world.scenario.ow.namespace().to_owned();
+    world.extra_env = vec![
+        ("MQTT_TOPICS", "dc1/static/#".to_owned()),
+        ("OW_TRIGGER", crate::scenario::TRIGGER.to_owned()),
+        ("OW_NAMESPACE", namespace.clone()),
+    ];
+    world.scenario.ow.create_trigger("feedT", true);
+    let mut provider = world.spawn_provider().await;
+    let url = registration_url(&provider, &namespace, "feedT");
+    let body = br#"{"topic":"dc1/sensors/+"}"#.to_vec();
+    let auth = world.scenario.ow.auth();
+    let (status, created) = feed_request(Method::PUT, &url, Some(&auth), Some(body)).await;
+    assert_eq!(status, 200, "{created}");
+    provider.sigterm();
+    provider.wait_exit(DEADLINE).await;
+
+    let publisher = world.scenario.publisher().await;
+    publish_readings(&publisher, 0..200).await;
+    let _provider = world.spawn_provider().await;
+    let all: BTreeSet<u64> = (0..200).collect();
+    wait_until("every kept reading fired", DEADLINE, || {
+        delivered_to(&world.scenario.ow.accepted(), "feedT").len() >= 200
+    })
+    .await;
+    assert_eq!(delivered_to(&world.scenario.ow.accepted(), "feedT"), all);
+}
+
+/// An UPDATE replaces a registration's destination while its readings wait for
+/// OpenWhisk: they are handed to the new one, not acknowledged unfired.
+#[tokio::test]
+async fn readings_waiting_when_a_trigger_is_updated_are_fired_by_the_new_registration() {
+    let world = FeedWorld::start(&[]).await;
+    let provider = world.spawn_provider().await;
+    let tenant = world.tenant(&["t"]);
+    let created = action(
+        &provider,
+        "CREATE",
+        &tenant,
+        "t",
+        json!({"topic": "dc1/sensors/+"}),
+    )
+    .await;
+    assert_eq!(created.get("error"), None, "{created}");
+    tenant.set_fault(crate::harness::Fault::Status(503));
+    let publisher = world.scenario.publisher().await;
+    publish_readings(&publisher, 0..20).await;
+    wait_until("the readings waiting", DEADLINE, || {
+        tenant.count_status(503) >= 20
+    })
+    .await;
+    let updated = action(
+        &provider,
+        "UPDATE",
+        &tenant,
+        "t",
+        json!({"topic": "dc1/sensors/#"}),
+    )
+    .await;
+    assert_eq!(updated["config"]["topic"], "dc1/sensors/#", "{updated}");
+    tenant.set_fault(crate::harness::Fault::None);
+    let all: BTreeSet<u64> = (0..20).collect();
+    wait_until("every waiting reading fired", DEADLINE, || {
+        tenant.delivered().0.len() >= 20
+    })
+    .await;
+    assert_eq!(tenant.delivered().0, all);
+}
