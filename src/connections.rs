@@ -141,6 +141,8 @@ struct Connection {
     waiting: Option<Box<(MqttSource, Forwarder)>>,
     /// The source and forwarder tasks once running.
     running: Option<(JoinHandle<()>, JoinHandle<()>)>,
+    /// Whether only feed routes use it, so its state does not decide readiness.
+    feed_only: bool,
 }
 
 impl Connections {
@@ -215,10 +217,17 @@ impl Connections {
             Entry::Occupied(connection) => connection.into_mut(),
             Entry::Vacant(vacant) => {
                 let key = vacant.key().clone();
-                vacant.insert(self.open_connection(broker, &key)?)
+                let connection = self.open_connection(broker, &key)?;
+                self.health
+                    .feed_only_broker(&connection.client_id, connection.feed_only);
+                vacant.insert(connection)
             }
         };
         connection.routes.add(filter, destination);
+        if !destination.is_feed() && connection.feed_only {
+            connection.feed_only = false;
+            self.health.feed_only_broker(&connection.client_id, false);
+        }
         let routes = connection.routes.clone();
         if started {
             self.run(connection);
@@ -287,6 +296,7 @@ impl Connections {
             fires_done: self.running.fires_done.child_token(),
             waiting: Some(Box::new((source, forwarder))),
             running: None,
+            feed_only: true,
         })
     }
 
@@ -307,8 +317,9 @@ impl Connections {
     }
 
     /// `MQTT_CLIENT_ID` for `MQTT_URL`'s broker and `OW_NAMESPACE`; otherwise derived
-    /// from it, the namespace and (for another broker or user) `user@host:port`, so that
-    /// it is stable across restarts and distinct per connection.
+    /// from it, the namespace and (for another broker or user) `user@host:port` and a
+    /// hash of the password, so that it is stable across restarts and distinct per
+    /// connection.
     fn client_id(&self, key: &ConnectionKey) -> String {
         let base = &self.base.client_id;
         let base_key = ConnectionKey::new(&self.base, &key.namespace);
@@ -322,10 +333,28 @@ impl Connections {
                     .as_deref()
                     .map(|u| format!("{u}@"))
                     .unwrap_or_default();
-                format!("{base}-{}-{user}{}:{}", key.namespace, key.host, key.port)
+                // Two passwords of one user (a rotation) are two connections: they must
+                // not share a session, whose packet ids would ack each other's messages.
+                let password = key
+                    .password
+                    .as_deref()
+                    .map(|p| format!("-{:08x}", fnv1a(p) as u32))
+                    .unwrap_or_default();
+                format!(
+                    "{base}-{}-{user}{}:{}{password}",
+                    key.namespace, key.host, key.port
+                )
             }
         }
     }
+}
+
+/// FNV-1a, 64 bits: a hash that is the same in every build and release (unlike std's),
+/// as a client id derived from it must be.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// The broker a feed registration names: `MQTT_URL`'s settings (TLS trust, session,
@@ -347,4 +376,17 @@ pub fn broker_at(
     };
     broker.credentials = credentials;
     broker
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_hash_is_fnv1a_as_published() {
+        // The FNV-1a 64 test vectors: a client id must not change across releases.
+        assert_eq!(fnv1a(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a("foobar"), 0x8594_4171_f739_67e8);
+    }
 }

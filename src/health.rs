@@ -3,7 +3,7 @@
 //! instead of one error per message. A throttle (429) is OpenWhisk's flow control, not a
 //! failure: warned about once per interval and namespace, never "recovered" from.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +31,10 @@ pub struct Health(Arc<Mutex<State>>);
 struct State {
     /// Each MQTT connection's state, by client id.
     brokers: BTreeMap<Arc<str>, BrokerState>,
+    /// Connections that carry only feed routes: like a feed trigger's problems, theirs
+    /// are not a reason to be unready (one tenant's broker must not take the feed API off
+    /// the Service).
+    feed_only: BTreeSet<Arc<str>>,
     openwhisk: Option<Failure>,
     /// Feed triggers that are not accepting (refused, paused, disabled), by
     /// `(namespace, trigger)`: shown in `/readyz`, never a reason to be unready, since one
@@ -133,6 +137,7 @@ impl Default for Health {
     fn default() -> Self {
         Health(Arc::new(Mutex::new(State {
             brokers: BTreeMap::new(),
+            feed_only: BTreeSet::new(),
             openwhisk: None,
             triggers: BTreeMap::new(),
             throttled: HashMap::new(),
@@ -156,7 +161,18 @@ impl Health {
 
     /// Forgets a connection closed for good (no route uses it any more).
     pub fn forget_broker(&self, connection: &str) {
-        self.state().brokers.remove(connection);
+        let mut state = self.state();
+        state.brokers.remove(connection);
+        state.feed_only.remove(connection);
+    }
+
+    /// Whether `connection` carries only feed routes (see `State::feed_only`).
+    pub fn feed_only_broker(&self, connection: &Arc<str>, feed_only: bool) {
+        let mut state = self.state();
+        match feed_only {
+            true => state.feed_only.insert(connection.clone()),
+            false => state.feed_only.remove(connection),
+        };
     }
 
     /// `Ok` when ready; otherwise every reason, for `/readyz`.
@@ -165,7 +181,11 @@ impl Health {
         let mut reasons = Vec::new();
         // With one connection, as most data centers run, its client id says nothing new.
         let several = state.brokers.len() > 1;
-        for (connection, broker) in &state.brokers {
+        let counted = state
+            .brokers
+            .iter()
+            .filter(|(connection, _)| !state.feed_only.contains(*connection));
+        for (connection, broker) in counted {
             let reason = match broker {
                 BrokerState::Disconnected => "not connected to the MQTT broker".to_owned(),
                 BrokerState::Connected => "not subscribed yet (waiting for SUBACK)".to_owned(),
@@ -371,6 +391,21 @@ mod tests {
         );
         health.openwhisk_accepting();
         assert!(health.readiness().is_ok());
+    }
+
+    #[test]
+    fn a_connection_only_the_feed_uses_never_makes_the_provider_unready() {
+        let health = Health::default();
+        let (own, tenants): (Arc<str>, Arc<str>) = ("own".into(), "tenants".into());
+        health.set_broker(&own, BrokerState::Subscribed);
+        health.set_broker(&tenants, BrokerState::Disconnected);
+        health.feed_only_broker(&tenants, true);
+        assert!(health.readiness().is_ok());
+        health.feed_only_broker(&tenants, false);
+        assert_eq!(
+            health.readiness().unwrap_err(),
+            ["not connected to the MQTT broker (connection tenants)"]
+        );
     }
 
     #[test]
