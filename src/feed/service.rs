@@ -326,8 +326,21 @@ impl Feed {
             let mut active = self.active.lock().await;
             let previous = self.get(&key).await?;
             self.put(&registration).await?;
-            let waiting = self.activate(&mut active, &registration).await?;
-            (previous, waiting)
+            match self.activate(&mut active, &registration).await {
+                Ok(waiting) => (previous, waiting),
+                Err(error) => {
+                    // Not routable (its connection could not be built): as before.
+                    match &previous {
+                        Some(previous) => self.put(previous).await?,
+                        None => {
+                            let registry = self.registry.clone();
+                            let (ns, name) = key.clone();
+                            blocking(move || registry.remove(&ns, &name)).await?;
+                        }
+                    }
+                    return Err(error);
+                }
+            }
         };
         // Without the lock: a broker that does not answer must not hold up every other
         // registration for the SUBACK's timeout.
@@ -459,7 +472,10 @@ impl Feed {
         if !route.destination.is_retired() {
             return Ok(());
         }
-        let route = active.remove(&key).expect("looked up above");
+        if let Some(route) = active.remove(&key) {
+            // Unrouted first: a failed write below must not leave its filter subscribed.
+            self.unroute(route, None).await;
+        }
         let registry = self.registry.clone();
         let (ns, name) = key.clone();
         let Some(mut registration) = blocking(move || registry.get(&ns, &name)).await? else {
@@ -481,7 +497,6 @@ impl Feed {
         let registry = self.registry.clone();
         let stored = registration.clone();
         blocking(move || registry.put(&stored)).await?;
-        self.unroute(route, None).await;
         tracing::error!(
             namespace = notice.namespace,
             trigger = notice.trigger,

@@ -81,6 +81,9 @@ pub struct MqttSource {
     subscribed: BTreeSet<String>,
     /// The filters of each SUBSCRIBE not answered yet, by packet id.
     awaiting_suback: HashMap<u16, Vec<String>>,
+    /// The filters of each UNSUBSCRIBE not answered yet, by packet id: a connection
+    /// lost before the UNSUBACK may have lost the UNSUBSCRIBE, so they are sent again.
+    awaiting_unsuback: HashMap<u16, Vec<String>>,
     /// Filters the broker refused, until it takes them.
     refused: BTreeSet<String>,
     /// The packet id of the next SUBSCRIBE or UNSUBSCRIBE. Ids of packets the provider
@@ -141,6 +144,7 @@ impl MqttSource {
             routes,
             subscribed: BTreeSet::new(),
             awaiting_suback: HashMap::new(),
+            awaiting_unsuback: HashMap::new(),
             refused: BTreeSet::new(),
             next_pkid: 0,
             name,
@@ -215,6 +219,9 @@ impl MqttSource {
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
                     self.on_suback(ack.pkid, &ack.return_codes);
                 }
+                Ok(Event::Incoming(Packet::UnsubAck(ack))) => {
+                    self.awaiting_unsuback.remove(&ack.pkid);
+                }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     if let Some(tx) = &intake
                         && !self.hand_over(publish, tx, &stop_intake).await
@@ -244,11 +251,15 @@ impl MqttSource {
                             return;
                         }
                     }
-                    // A SUBSCRIBE not answered may not have reached the broker: sent again.
+                    // A SUBSCRIBE or UNSUBSCRIBE not answered may not have reached the
+                    // broker: sent again once connected.
                     for (_, filters) in self.awaiting_suback.drain() {
                         filters.iter().for_each(|f| {
                             self.subscribed.remove(f);
                         });
+                    }
+                    for (_, filters) in self.awaiting_unsuback.drain() {
+                        self.subscribed.extend(filters);
                     }
                     self.health
                         .set_broker(&self.name, BrokerState::Disconnected);
@@ -423,13 +434,15 @@ impl MqttSource {
             self.subscribed.extend(gained);
         }
         if !lost.is_empty() {
+            let pkid = self.next_pkid();
             let unsubscribe = Unsubscribe {
-                pkid: self.next_pkid(),
+                pkid,
                 topics: lost.clone(),
             };
             if !self.write_packet(Packet::Unsubscribe(unsubscribe)).await {
                 return;
             }
+            self.awaiting_unsuback.insert(pkid, lost.clone());
             tracing::info!(connection = %self.name, filters = ?lost, "unsubscribed: no route uses them any more");
             for filter in &lost {
                 self.subscribed.remove(filter);
