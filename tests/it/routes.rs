@@ -76,3 +76,51 @@ async fn a_reading_is_acknowledged_only_once_every_route_it_matches_accepted_it(
         "each route fires a matching reading once: {once:?}"
     );
 }
+
+#[tokio::test]
+async fn batches_are_gathered_per_trigger() {
+    let mut scenario = Scenario::start().await;
+    scenario.extra_env.extend([
+        ("MQTT_TOPICS", String::new()),
+        ("OW_TRIGGER", String::new()),
+        ("FIRE_BATCH_MAX", "5".to_owned()),
+        (
+            "ROUTES",
+            r#"[{"filter":"dc1/sensors/#","trigger":"all"},{"filter":"dc1/+/t1","trigger":"t1only"}]"#
+                .to_owned(),
+        ),
+    ]);
+    scenario.ow.create_trigger("all", true);
+    scenario.ow.create_trigger("t1only", true);
+    let _provider = scenario.spawn_provider().await;
+    let publisher = scenario.publisher().await;
+    publish_readings(&publisher, 0..50).await;
+    wait_until("every reading at both triggers", DEADLINE, || {
+        let accepted = scenario.ow.accepted();
+        delivered_to(&accepted, "all").len() >= 50 && delivered_to(&accepted, "t1only").len() >= 5
+    })
+    .await;
+    let accepted = scenario.ow.accepted();
+    assert_eq!(delivered_to(&accepted, "all"), (0..50).collect());
+    assert_eq!(
+        delivered_to(&accepted, "t1only"),
+        (0..50).filter(|seq| seq % 10 == 1).collect()
+    );
+    for fire in &accepted {
+        assert_eq!(fire.body["type"], "batch", "{}", fire.body);
+        let topics: Vec<&str> = fire.body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["topic"].as_str().unwrap())
+            .collect();
+        if fire.trigger == "t1only" {
+            assert!(topics.iter().all(|t| *t == "dc1/sensors/t1"), "{topics:?}");
+        }
+    }
+    let batches_of_all = accepted.iter().filter(|f| f.trigger == "all").count();
+    assert!(
+        batches_of_all < 50,
+        "the first trigger's readings travel in batches"
+    );
+}
