@@ -10,8 +10,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use crate::harness::{
-    Daemon, Namespace, RecordedFire, delivered_sequence_numbers, feed_request, run_feed_action,
-    wait_until, wait_until_async,
+    Daemon, Namespace, delivered_to, feed_request, run_feed_action, wait_until, wait_until_async,
 };
 use crate::scenario::{Scenario, publish_readings};
 
@@ -81,21 +80,17 @@ async fn action(
     run_feed_action(&all, tenant.name()).await
 }
 
+/// CREATE through the feed action, which must succeed.
+async fn create(provider: &Daemon, tenant: &Namespace, trigger: &str, topic: &str) {
+    let created = action(provider, "CREATE", tenant, trigger, json!({"topic": topic})).await;
+    assert_eq!(created.get("error"), None, "{created}");
+}
+
 fn registration_url(provider: &Daemon, namespace: &str, trigger: &str) -> String {
     format!(
         "{}/feed/v1/namespaces/{namespace}/triggers/{trigger}",
         endpoint(provider)
     )
-}
-
-/// The sequence numbers delivered to `trigger`.
-fn delivered_to(fires: &[RecordedFire], trigger: &str) -> BTreeSet<u64> {
-    let fires: Vec<RecordedFire> = fires
-        .iter()
-        .filter(|f| f.trigger == trigger)
-        .cloned()
-        .collect();
-    delivered_sequence_numbers(&fires).0
 }
 
 #[tokio::test]
@@ -104,15 +99,7 @@ async fn a_trigger_created_with_the_feed_action_fires_every_reading_moves_on_upd
     let world = FeedWorld::start(&[]).await;
     let provider = world.spawn_provider().await;
     let tenant = world.tenant(&["tempTrigger"]);
-    let created = action(
-        &provider,
-        "CREATE",
-        &tenant,
-        "tempTrigger",
-        json!({"topic": "dc1/sensors/+"}),
-    )
-    .await;
-    assert_eq!(created.get("error"), None, "{created}");
+    create(&provider, &tenant, "tempTrigger", "dc1/sensors/+").await;
 
     let publisher = world.scenario.publisher().await;
     publish_readings(&publisher, 0..2000).await;
@@ -183,15 +170,7 @@ async fn a_trigger_created_with_the_feed_action_fires_every_reading_moves_on_upd
     // A witness in another namespace on the same filter shows when later readings were
     // routed.
     let witness = world.tenant(&["witness"]);
-    let created = action(
-        &provider,
-        "CREATE",
-        &witness,
-        "witness",
-        json!({"topic": "dc1/moved/#"}),
-    )
-    .await;
-    assert_eq!(created.get("error"), None, "{created}");
+    create(&provider, &witness, "witness", "dc1/moved/#").await;
     let deleted = action(&provider, "DELETE", &tenant, "tempTrigger", json!({})).await;
     assert_eq!(deleted.get("error"), None, "{deleted}");
     let fires_at_delete = tenant.fires().len();
@@ -229,15 +208,7 @@ async fn two_triggers_on_overlapping_filters_each_get_every_reading_while_one_fa
         (&steady, "all", "dc1/#"),
         (&flaky, "sensors", "dc1/sensors/+"),
     ] {
-        let created = action(
-            &provider,
-            "CREATE",
-            tenant,
-            trigger,
-            json!({"topic": topic}),
-        )
-        .await;
-        assert_eq!(created.get("error"), None, "{created}");
+        create(&provider, tenant, trigger, topic).await;
     }
     let publisher = world.scenario.publisher().await;
     flaky.set_fault(crate::harness::Fault::Status(503));
@@ -265,15 +236,7 @@ async fn a_throttled_namespace_never_slows_another_on_the_same_broker() {
     let throttled = world.tenant(&["a"]);
     let flowing = world.tenant(&["b"]);
     for (tenant, trigger) in [(&throttled, "a"), (&flowing, "b")] {
-        let created = action(
-            &provider,
-            "CREATE",
-            tenant,
-            trigger,
-            json!({"topic": "dc1/sensors/+"}),
-        )
-        .await;
-        assert_eq!(created.get("error"), None, "{created}");
+        create(&provider, tenant, trigger, "dc1/sensors/+").await;
     }
     throttled.set_fault(crate::harness::Fault::TooManyRequests {
         retry_after_secs: Some(1),
@@ -313,15 +276,7 @@ async fn a_registration_answered_2xx_survives_sigkill() {
     let world = FeedWorld::start(&[]).await;
     let mut provider = world.spawn_provider().await;
     let tenant = world.tenant(&["t"]);
-    let created = action(
-        &provider,
-        "CREATE",
-        &tenant,
-        "t",
-        json!({"topic": "dc1/sensors/+"}),
-    )
-    .await;
-    assert_eq!(created.get("error"), None, "{created}");
+    create(&provider, &tenant, "t", "dc1/sensors/+").await;
     provider.sigkill();
     provider.wait_exit(DEADLINE).await;
     let provider = world.spawn_provider().await;
@@ -486,15 +441,7 @@ async fn a_trigger_deleted_behind_the_feeds_back_is_disabled_and_its_readings_st
     let provider = world.spawn_provider().await;
     let tenant = world.tenant(&["gone", "stays"]);
     for trigger in ["gone", "stays"] {
-        let created = action(
-            &provider,
-            "CREATE",
-            &tenant,
-            trigger,
-            json!({"topic": "dc1/sensors/+"}),
-        )
-        .await;
-        assert_eq!(created.get("error"), None, "{created}");
+        create(&provider, &tenant, trigger, "dc1/sensors/+").await;
     }
     tenant.delete_trigger("gone");
     let publisher = world.scenario.publisher().await;
@@ -660,15 +607,7 @@ async fn readings_waiting_when_a_trigger_is_updated_are_fired_by_the_new_registr
     let world = FeedWorld::start(&[]).await;
     let provider = world.spawn_provider().await;
     let tenant = world.tenant(&["t"]);
-    let created = action(
-        &provider,
-        "CREATE",
-        &tenant,
-        "t",
-        json!({"topic": "dc1/sensors/+"}),
-    )
-    .await;
-    assert_eq!(created.get("error"), None, "{created}");
+    create(&provider, &tenant, "t", "dc1/sensors/+").await;
     tenant.set_fault(crate::harness::Fault::Status(503));
     let publisher = world.scenario.publisher().await;
     publish_readings(&publisher, 0..20).await;

@@ -5,19 +5,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::harness::{RecordedFire, delivered_sequence_numbers, wait_until};
+use crate::harness::{delivered_sequence_numbers, delivered_to, wait_until};
 use crate::scenario::{Scenario, publish_readings};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn delivered_to(fires: &[RecordedFire], trigger: &str) -> BTreeSet<u64> {
-    let fires: Vec<RecordedFire> = fires
-        .iter()
-        .filter(|f| f.trigger == trigger)
-        .cloned()
-        .collect();
-    delivered_sequence_numbers(&fires).0
-}
 
 #[tokio::test]
 async fn a_reading_is_acknowledged_only_once_every_route_it_matches_accepted_it() {

@@ -20,7 +20,7 @@ mod scripted_broker;
 pub use broker::{Broker, BrokerOptions, Mosquitto};
 pub use daemon::{Daemon, run_to_exit};
 pub use fake_openwhisk::{
-    FakeOpenWhisk, Fault, Namespace, RecordedFire, delivered_sequence_numbers,
+    FakeOpenWhisk, Fault, Namespace, RecordedFire, delivered_sequence_numbers, delivered_to,
 };
 pub use feed_client::{feed_request, run_feed_action};
 pub use mqtt_broker::{BrokerProgram, MqttBroker};

@@ -38,7 +38,7 @@ use test_support::poll_until;
 
 pub use self::fault::Fault;
 pub use self::namespace::Namespace;
-pub use self::records::{RecordedFire, delivered_sequence_numbers};
+pub use self::records::{RecordedFire, delivered_sequence_numbers, delivered_to};
 
 /// How long `accept_connections` may wait for the port to be free again.
 const REBIND_TIMEOUT: Duration = Duration::from_secs(10);

@@ -90,6 +90,16 @@ pub fn delivered_sequence_numbers(fires: &[RecordedFire]) -> (BTreeSet<u64>, usi
     (seen, duplicates)
 }
 
+/// The sequence numbers delivered by the accepted fires of `trigger` among `fires`.
+pub fn delivered_to(fires: &[RecordedFire], trigger: &str) -> BTreeSet<u64> {
+    let fires: Vec<RecordedFire> = fires
+        .iter()
+        .filter(|f| f.trigger == trigger)
+        .cloned()
+        .collect();
+    delivered_sequence_numbers(&fires).0
+}
+
 /// The `seq` of a message fire's payload, or of each message of a batch fire.
 fn sequence_numbers(fire_body: &Value) -> Vec<u64> {
     let messages = match fire_body.get("messages").and_then(Value::as_array) {
