@@ -276,3 +276,49 @@ fn received_at_survives_to_the_nanosecond() {
     };
     assert_eq!(read.received_at, at);
 }
+
+/// The measurement behind the choice of storage (issue 12): durable appends per second
+/// of these segments and of redb (a commit with `Durability::Immediate` per group), one
+/// reading each, alone and grouped. Prints; never fails. Run with
+/// `cargo test --release --lib spool::tests::durable_appends -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: prints appends per second"]
+fn durable_appends_per_second_of_segments_and_of_redb() {
+    const READING: &str = r#"{"datacenter_id":"dc1","device_fingerprint":"a1b2c3d4","temperature":21.5,"humidity":40,"gas_perc":3}"#;
+    const TABLE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("spool");
+    for group in [1usize, 20, 1000] {
+        let total = if group == 1 { 2_000 } else { 40_000 };
+        let readings = vec![READING.to_owned(); group];
+
+        let dir = tempfile::tempdir().unwrap();
+        let (mut writer, _, _) = Spool::open(dir.path(), budget(1 << 34)).unwrap();
+        let started = std::time::Instant::now();
+        for _ in 0..total / group {
+            writer
+                .append(&mut records("dc1/sensors/a1b2c3d4", &readings))
+                .unwrap();
+        }
+        let segments = total as f64 / started.elapsed().as_secs_f64();
+
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("spool.redb")).unwrap();
+        let started = std::time::Instant::now();
+        let mut id = 0u64;
+        for _ in 0..total / group {
+            let mut txn = db.begin_write().unwrap();
+            txn.set_durability(redb::Durability::Immediate).unwrap();
+            {
+                let mut table = txn.open_table(TABLE).unwrap();
+                for _ in 0..group {
+                    table.insert(id, READING.as_bytes()).unwrap();
+                    id += 1;
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let redb = total as f64 / started.elapsed().as_secs_f64();
+        eprintln!(
+            "group of {group:>4}: segments {segments:>9.0} appends/s, redb {redb:>9.0} appends/s"
+        );
+    }
+}
