@@ -322,3 +322,113 @@ fn durable_appends_per_second_of_segments_and_of_redb() {
         );
     }
 }
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop: a disk that fills.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount(8)");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (as in CI); this test fills a real disk"
+        );
+        SmallDisk { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_the_batch_and_the_spool_goes_on_once_space_is_freed() {
+    let disk = SmallDisk::mount("256k");
+    let (mut writer, mut reader, _) = Spool::open(disk.dir.path(), budget(1 << 30)).unwrap();
+    let spool = writer.spool().clone();
+    let batch = payloads(0..100);
+    let mut written = 0;
+    let error = loop {
+        match writer.append(&mut records("t", &batch)) {
+            Ok(_) => written += batch.len(),
+            Err(error) => break error,
+        }
+        assert!(written < 100_000, "the disk never filled");
+    };
+    assert!(error.is_disk_full(), "{error}");
+    assert!(
+        error.to_string().contains(".seg"),
+        "names the file: {error}"
+    );
+
+    // Everything acknowledged before is intact; finishing it frees the disk.
+    let before = read(&mut reader, written).await;
+    assert_eq!(before.len(), written);
+    before.iter().for_each(|record| spool.complete(record.id));
+    writer.append(&mut records("t", &batch)).unwrap();
+    let next = read(&mut reader, batch.len()).await;
+    assert_eq!(
+        texts(&next),
+        batch,
+        "the batch that failed is written whole, once"
+    );
+}
+
+#[tokio::test]
+async fn a_reader_waiting_at_the_end_lets_go_of_a_segment_sealed_by_a_full_disk() {
+    let disk = SmallDisk::mount("256k");
+    let (mut writer, mut reader, _) = Spool::open(disk.dir.path(), budget(1 << 30)).unwrap();
+    let spool = writer.spool().clone();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let reading = tokio::spawn(async move {
+        while let Ok(record) = reader.next().await {
+            if tx.send(record).is_err() {
+                return;
+            }
+        }
+    });
+    let batch = payloads(0..100);
+    // Each batch is read as it is written, so the reader waits at the end of the segment
+    // being written when the disk fills.
+    let mut written = Vec::new();
+    let error = loop {
+        match writer.append(&mut records("t", &batch)) {
+            Ok(_) => {
+                for _ in 0..batch.len() {
+                    let next = tokio::time::timeout(Duration::from_secs(10), rx.recv());
+                    written.push(next.await.expect("read in time").expect("reading"));
+                }
+            }
+            Err(error) => break error,
+        }
+    };
+    assert!(error.is_disk_full(), "{error}");
+
+    written.iter().for_each(|record| spool.complete(record.id));
+    // As the spooler does: try again until the space of the finished segment is back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while let Err(error) = writer.append(&mut records("t", &batch)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the disk stays full: {error}"
+        );
+        tokio::task::yield_now().await;
+    }
+    let mut next = Vec::new();
+    for _ in 0..batch.len() {
+        next.push(rx.recv().await.expect("reading"));
+    }
+    assert_eq!(texts(&next), batch);
+    reading.abort();
+}
