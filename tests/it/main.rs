@@ -7,6 +7,7 @@ mod scenario;
 
 mod actions;
 mod alarms;
+mod alerts;
 mod at_least_once;
 mod batching;
 mod broker_differences;
