@@ -68,12 +68,16 @@ pub fn machine() -> String {
 /// on `tmpfs` an fsync costs nothing, and the spool rows would flatter the spool.
 pub fn temp_dir() -> String {
     let dir = std::env::temp_dir();
-    let file_system = Command::new("stat")
-        .args(["-f", "-c", "%T"])
+    // df names ext4 as such; `stat -f` calls it ext2/ext3.
+    let file_system = Command::new("df")
+        .arg("--output=fstype")
         .arg(&dir)
         .output()
         .ok()
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .and_then(|out| {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            Some(text.lines().nth(1)?.trim().to_string())
+        })
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "unknown file system".to_string());
     format!("`{}` ({file_system})", dir.display())
