@@ -244,7 +244,7 @@ impl App {
         {
             tracing::warn!(
                 unfinished = fires.len(),
-                "grace period over: unacknowledged messages stay with the broker and come back on restart"
+                "grace period over: messages not finished stay with the broker (or in the spool) and are fired after the restart"
             );
             running.abandon.cancel();
             drained.await;

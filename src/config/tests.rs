@@ -604,3 +604,26 @@ fn feed_settings_are_checked_and_need_state_dir() {
         [("broker2".to_owned(), 1883), ("broker3".to_owned(), 8883)]
     );
 }
+
+#[test]
+fn the_spool_needs_state_dir_and_a_sensible_bound() {
+    let found = problems(with(&[("SPOOL", "true")]));
+    assert_eq!(variables_of(&found), ["SPOOL"]);
+    assert!(found[0].message.contains("STATE_DIR"), "{found:?}");
+    let found = problems(with(&[
+        ("STATE_DIR", "/state"),
+        ("SPOOL", "yes"),
+        ("SPOOL_MAX_BYTES", "1000"),
+    ]));
+    assert_eq!(
+        variables_of(&found),
+        ["SPOOL", "SPOOL_MAX_BYTES"],
+        "{found:#?}"
+    );
+    assert!(found[1].message.contains("65536"), "{found:?}");
+
+    let off = Config::from_env(with(&[("STATE_DIR", "/state")]), false).unwrap();
+    assert!(off.spool.is_none());
+    let on = Config::from_env(with(&[("STATE_DIR", "/state"), ("SPOOL", "true")]), false).unwrap();
+    assert_eq!(on.spool.map(|s| s.max_bytes), Some(1 << 30));
+}

@@ -396,7 +396,9 @@ fn single_alarm(config: &Config) -> Option<&Alarm> {
 }
 
 /// Prefixes that mark a variable as meant for this provider, so a typo is noticed.
-const KNOWN_PREFIXES: &[&str] = &["MQTT_", "OW_", "FIRE_", "ALARM", "ROUTE", "STATE_", "FEED_"];
+const KNOWN_PREFIXES: &[&str] = &[
+    "MQTT_", "OW_", "FIRE_", "ALARM", "ROUTE", "STATE_", "FEED_", "SPOOL",
+];
 
 /// An environment variable that looks meant for this provider but is not one it reads.
 #[derive(Debug, PartialEq, Eq)]
