@@ -75,7 +75,7 @@ impl App {
                 tracing::warn!(
                     "dry run: fires are logged, not sent, and messages are acknowledged as if accepted"
                 );
-                Arc::new(DryRun)
+                Arc::new(DryRun::masking(config.fire.secret_params.keys()))
             }
         };
         // Static routes and alarms are fired with the process's own key (OW_AUTH), which
@@ -100,7 +100,7 @@ impl App {
         });
         let pipeline = Pipeline {
             deliverer: deliverer.clone(),
-            bodies: Arc::new(MessageBodies::new(&config.fire.params)),
+            bodies: Arc::new(MessageBodies::new(&config.fire.message_params())),
             concurrency: config.fire.concurrency,
             batch_max: config.fire.batch_max,
             batch_wait: config.fire.batch_wait,

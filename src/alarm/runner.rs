@@ -242,7 +242,7 @@ mod tests {
 
     /// A deliverer that accepts every fire at once (or rejects it as too large).
     fn dry_run(max_payload_bytes: usize) -> (Arc<Deliverer>, Metrics) {
-        deliverer(Arc::new(DryRun), max_payload_bytes)
+        deliverer(Arc::new(DryRun::default()), max_payload_bytes)
     }
 
     fn alarm_fires(metrics: &Metrics, outcome: &str) -> f64 {

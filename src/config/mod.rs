@@ -28,9 +28,9 @@ use crate::feed::StateKey;
 pub use alarms::Alarm;
 pub use check::render_check;
 pub use feed::FeedConfig;
-pub use fire::FireConfig;
 #[cfg(test)]
 pub(crate) use fire::MESSAGE_KEYS;
+pub use fire::{FireConfig, SecretParams};
 pub use mqtt::{BrokerUrl, Credentials, MqttConfig, MqttTls, Spellings};
 pub use openwhisk::{ApiKey, OpenWhiskConfig};
 pub use problems::{ConfigError, Problem};

@@ -217,6 +217,18 @@ pub(super) const VARIABLES: &[Variable] = &[
         |c| json(&c.fire.params),
     ),
     var(
+        "FIRE_SECRET_PARAMS_FILE",
+        "none",
+        "path of a JSON object (mounted from a Secret) added to every message fire like FIRE_PARAMS, no key in both; its values are never logged or shown",
+        |c| match c.fire.secret_params.is_empty() {
+            true => "(none)".to_owned(),
+            false => {
+                let keys: Vec<&str> = c.fire.secret_params.keys().collect();
+                format!("******** (keys: {})", keys.join(", "))
+            }
+        },
+    ),
+    var(
         "FIRE_CONCURRENCY",
         "64",
         "most fires in flight at once, 1-10000; bounds memory",
