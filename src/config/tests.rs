@@ -735,3 +735,24 @@ fn secret_fire_params_count_against_the_room_for_a_reading() {
     assert_eq!(variables_of(&found), ["FIRE_MAX_PAYLOAD_BYTES"]);
     assert!(!found[0].message.contains("xxx"), "{found:?}");
 }
+
+#[test]
+fn alarm_catchup_is_off_by_default_and_needs_state_dir() {
+    let config = Config::from_env(env(MINIMAL), false).unwrap();
+    assert_eq!(config.alarm_catchup, None);
+    let found = problems(with(&[("ALARM_CATCHUP_SECS", "600")]));
+    assert_eq!(variables_of(&found), ["ALARM_CATCHUP_SECS"]);
+    assert!(found[0].message.contains("STATE_DIR"), "{found:?}");
+    let found = problems(with(&[
+        ("ALARM_CATCHUP_SECS", "604801"),
+        ("STATE_DIR", "/var/lib/p"),
+    ]));
+    assert_eq!(variables_of(&found), ["ALARM_CATCHUP_SECS"]);
+    let config = Config::from_env(
+        with(&[("ALARM_CATCHUP_SECS", "600"), ("STATE_DIR", "/var/lib/p")]),
+        false,
+    )
+    .unwrap();
+    assert_eq!(config.alarm_catchup, Some(Duration::from_secs(600)));
+    assert!(render_check(&config).contains("ALARM_CATCHUP_SECS       = 600"));
+}
