@@ -113,3 +113,33 @@ async fn a_dry_run_logs_message_fires_with_the_secret_params_masked() {
         "the key is shown, its value masked: {fire}"
     );
 }
+
+#[tokio::test]
+async fn a_bad_secret_params_file_exits_2_naming_the_variable_never_the_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("not-json", format!("{{\"influx_token\": {TOKEN}}}")),
+        ("not-an-object", format!("[\"{TOKEN}\"]")),
+        ("collides", format!("{{\"datacenter_id\": \"{TOKEN}\"}}")),
+    ];
+    for (name, text) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let env = [
+            ("MQTT_URL", "mqtt://mosquitto".to_owned()),
+            ("MQTT_TOPICS", "dc1/#".to_owned()),
+            ("OW_TRIGGER", "t".to_owned()),
+            ("FIRE_PARAMS", r#"{"datacenter_id": "dc1"}"#.to_owned()),
+            ("FIRE_SECRET_PARAMS_FILE", path.display().to_string()),
+        ];
+        let out = run_to_exit(&["--check", "--dry-run"], &env).await;
+        assert_eq!(out.status.code(), Some(2), "{name}: {out:?}");
+        assert!(
+            out.stderr.contains("  FIRE_SECRET_PARAMS_FILE: "),
+            "{name}: {}",
+            out.stderr
+        );
+        let printed = format!("{}{}", out.stdout, out.stderr);
+        assert!(leaks(&printed).is_empty(), "{name}: {printed}");
+    }
+}
