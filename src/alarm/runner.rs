@@ -22,7 +22,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -96,36 +96,18 @@ async fn run_with_clock(shared: Arc<AlarmFires>, clock: impl Fn() -> DateTime<Ut
     let mut next = alarm
         .schedule
         .next_after(last.map_or(now, |last| last.max(now)));
-    if let (Some(catchup), Some(last)) = (&shared.catchup, last)
-        && let Some(missed) = alarm.schedule.next_after(last).filter(|t| *t <= now)
-    {
-        let due = latest_due(&alarm.schedule, missed, now);
-        let age = (now - due).to_std().unwrap_or_default();
-        let caught_up = age <= catchup.window;
-        // Every missed tick but the one caught up.
-        let until = if caught_up { due } else { now };
-        let (count, more) = count_ticks(&alarm.schedule, last, until);
-        if count > 0 {
-            catchup.metrics.alarm_ticks_missed(&alarm.name, count);
-            tracing::warn!(
-                alarm = alarm.name,
-                last_fired = rfc3339(last),
-                missed = count,
-                missed_more_than = more,
-                catchup_secs = catchup.window.as_secs(),
-                "alarm ticks fell while the provider was down and are not fired: only the latest, \
-                 if at most ALARM_CATCHUP_SECS old, is caught up"
-            );
-        }
-        if caught_up {
-            tracing::info!(
-                alarm = alarm.name,
-                scheduled_at = rfc3339(due),
-                age_secs = age.as_secs(),
-                "catching up the alarm tick that fell while the provider was down"
-            );
-            shared.spawn_fire(&tasks, due, next, now).await;
-        }
+    if let Some(last) = last.filter(|last| *last > now) {
+        tracing::warn!(
+            alarm = alarm.name,
+            last_fired = rfc3339(last),
+            now = rfc3339(now),
+            "the last fired tick is later than the clock (stepped back, or wrong before): \
+             no tick up to it fires again"
+        );
+    }
+    // Decided before "alarm scheduled" is logged, so that line means no catch-up follows.
+    if let (Some(catchup), Some(last)) = (&shared.catchup, last) {
+        shared.catch_up(catchup, &tasks, last, now, next).await;
     }
     match next {
         Some(first) => tracing::info!(
@@ -171,6 +153,53 @@ async fn run_with_clock(shared: Arc<AlarmFires>, clock: impl Fn() -> DateTime<Ut
 }
 
 impl AlarmFires {
+    /// On start: fires the latest tick after `last` that is due at `now` if it is at
+    /// most the window old; logs and counts every other tick after `last` as missed.
+    async fn catch_up(
+        self: &Arc<Self>,
+        catchup: &Catchup,
+        tasks: &TaskTracker,
+        last: DateTime<Utc>,
+        now: DateTime<Utc>,
+        next: Option<DateTime<Utc>>,
+    ) {
+        let alarm = &self.alarm;
+        let Some(missed) = alarm.schedule.next_after(last).filter(|t| *t <= now) else {
+            return;
+        };
+        let due = latest_due(&alarm.schedule, missed, now);
+        let age = (now - due).to_std().unwrap_or_default();
+        let caught_up = age <= catchup.window;
+        // Every missed tick but the one caught up (ticks are whole seconds: none falls
+        // between `due` and a second later).
+        let until = match caught_up {
+            true => due,
+            false => due + TimeDelta::seconds(1),
+        };
+        let (count, more) = count_ticks(&alarm.schedule, last, until);
+        if count > 0 {
+            catchup.metrics.alarm_ticks_missed(&alarm.name, count);
+            tracing::warn!(
+                alarm = alarm.name,
+                last_fired = rfc3339(last),
+                missed = count,
+                missed_more_than = more,
+                catchup_secs = catchup.window.as_secs(),
+                "alarm ticks fell while the provider was down and are not fired: only the latest, \
+                 if at most ALARM_CATCHUP_SECS old, is caught up"
+            );
+        }
+        if caught_up {
+            tracing::info!(
+                alarm = alarm.name,
+                scheduled_at = rfc3339(due),
+                age_secs = age.as_secs(),
+                "catching up the alarm tick that fell while the provider was down"
+            );
+            self.spawn_fire(tasks, due, next, now).await;
+        }
+    }
+
     /// Records `tick` (with catch-up) and fires it in a task of its own, retried until
     /// `next` comes, which then takes over; `now` is the wall clock's reading.
     async fn spawn_fire(
