@@ -20,6 +20,7 @@ mod openwhisk_faults;
 mod packaging;
 mod reconnect;
 mod routes;
+mod secret_params;
 mod session;
 mod throttled_backlog;
 mod tls;
