@@ -114,9 +114,11 @@ impl App {
             events: Events::new(health.clone(), metrics.clone()),
             max_payload_bytes: config.fire.max_payload_bytes,
         });
+        let feed_bodies = MessageBodies::new(&config.fire.params);
         let pipeline = Pipeline {
             deliverer: deliverer.clone(),
-            bodies: Arc::new(MessageBodies::new(&config.fire.message_params())),
+            bodies: Arc::new(feed_bodies.with_params(&config.fire.message_params())),
+            feed_bodies: Arc::new(feed_bodies),
             concurrency: config.fire.concurrency,
             batch_max: config.fire.batch_max,
             batch_wait: config.fire.batch_wait,

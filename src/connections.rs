@@ -86,7 +86,10 @@ impl ConnectionKey {
 /// What every connection's forwarder shares.
 pub struct Pipeline {
     pub deliverer: Arc<Deliverer>,
+    /// With the secret parameters, for static routes; `feed_bodies` without, for feed
+    /// routes (see `Forwarder`).
     pub bodies: Arc<MessageBodies>,
+    pub feed_bodies: Arc<MessageBodies>,
     pub concurrency: usize,
     pub batch_max: usize,
     pub batch_wait: Duration,
@@ -354,6 +357,7 @@ impl Connections {
         let forwarder = Forwarder {
             deliverer: pipeline.deliverer.clone(),
             bodies: pipeline.bodies.clone(),
+            feed_bodies: pipeline.feed_bodies.clone(),
             routes: routes.clone(),
             concurrency: pipeline.concurrency,
             batch_max: pipeline.batch_max,

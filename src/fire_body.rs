@@ -105,6 +105,15 @@ impl MessageBodies {
         }
     }
 
+    /// The same bodies with `params` instead (same boot id, so one message keeps one
+    /// `message_id` whichever of the two renders it).
+    pub fn with_params(&self, params: &Map<String, Value>) -> MessageBodies {
+        MessageBodies {
+            boot: self.boot,
+            ..MessageBodies::new(params)
+        }
+    }
+
     /// This process's boot id, for the messages it receives.
     pub fn boot(&self) -> u64 {
         self.boot

@@ -38,7 +38,11 @@ pub use incoming::{Incoming, Intake};
 /// final answer.
 pub struct Forwarder {
     pub deliverer: Arc<Deliverer>,
+    /// For static routes, fired with the provider's own key: with the secret parameters.
     pub bodies: Arc<MessageBodies>,
+    /// For feed routes, which any namespace's key may register: `FIRE_PARAMS` only, so a
+    /// data center's secrets never land in another namespace's activation records.
+    pub feed_bodies: Arc<MessageBodies>,
     pub routes: Arc<Routes>,
     pub concurrency: usize,
     pub batch_max: usize,
@@ -128,19 +132,30 @@ impl Forwarder {
                 }
             } else {
                 let fields = pending.message.fields(forwarder.bodies.boot());
-                let body = forwarder.bodies.render(&fields);
+                // Rendered once for each kind of destination it goes to.
+                let mut rendered: [Option<Bytes>; 2] = [None, None];
                 for destination in destinations.drain(..) {
+                    let body = rendered[usize::from(destination.is_feed())]
+                        .get_or_insert_with(|| forwarder.bodies_for(&destination).render(&fields))
+                        .clone();
                     let outgoing = Outgoing {
                         kind: FireKind::Message,
                         destination,
                         subject: pending.message.topic().to_owned(),
                         messages: vec![pending.clone()],
                         entries: Vec::new(),
-                        body: body.clone(),
+                        body,
                     };
                     launcher.launch(outgoing).await;
                 }
             }
+        }
+    }
+
+    fn bodies_for(&self, destination: &Destination) -> &MessageBodies {
+        match destination.is_feed() {
+            true => &self.feed_bodies,
+            false => &self.bodies,
         }
     }
 
@@ -173,7 +188,7 @@ impl Forwarder {
                     None => part.messages.iter().for_each(|m| m.settle()),
                 }
             } else if delivered == Delivered::TooLarge {
-                let (first, second) = part.halves(&self.bodies);
+                let (first, second) = part.halves(self.bodies_for(&destination));
                 parts.extend([second, first]);
             } else if delivered.is_final() {
                 part.messages.iter().for_each(|m| m.settle());
@@ -284,7 +299,7 @@ impl Batches {
         let key = destination.id();
         if let Some(batch) = self.open.get_mut(&key)
             && !batch.size.admit(
-                &forwarder.bodies,
+                forwarder.bodies_for(&destination),
                 entry.len(),
                 forwarder.deliverer.max_payload_bytes,
             )
@@ -345,7 +360,7 @@ impl Batches {
     async fn send(&mut self, launcher: &Launcher, key: u64) {
         if let Some(batch) = self.open.remove(&key) {
             let outgoing = Outgoing::batch(
-                &launcher.forwarder.bodies,
+                launcher.forwarder.bodies_for(&batch.destination),
                 batch.destination,
                 batch.messages,
                 batch.entries,

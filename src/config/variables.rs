@@ -219,7 +219,7 @@ pub(super) const VARIABLES: &[Variable] = &[
     var(
         "FIRE_SECRET_PARAMS_FILE",
         "none",
-        "path of a JSON object (mounted from a Secret) added to every message fire like FIRE_PARAMS, no key in both; its values are never logged or shown",
+        "path of a JSON object (mounted from a Secret) added like FIRE_PARAMS to the static routes' message fires (never to feed triggers'), no key in both; its values are never logged or shown",
         |c| match c.fire.secret_params.is_empty() {
             true => "(none)".to_owned(),
             false => {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{Daemon, run_to_exit, unique_id, wait_until};
+use crate::harness::{Daemon, feed_request, run_to_exit, unique_id, wait_until};
 use crate::scenario::{Scenario, publish_readings};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -142,4 +142,70 @@ async fn a_bad_secret_params_file_exits_2_naming_the_variable_never_the_values()
         let printed = format!("{}{}", out.stdout, out.stderr);
         assert!(leaks(&printed).is_empty(), "{name}: {printed}");
     }
+}
+
+/// A feed trigger may be registered with any namespace's key: its fires carry
+/// `FIRE_PARAMS` but never the secret parameters, which would otherwise be stored in
+/// that namespace's activation records. The static route's fires of the same readings
+/// carry them, under the same `message_id`.
+#[tokio::test]
+async fn feed_triggers_of_other_namespaces_never_get_the_secret_params() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut scenario = Scenario::start().await;
+    scenario.extra_env.extend([
+        ("FIRE_SECRET_PARAMS_FILE", secret_file(&dir)),
+        ("STATE_DIR", state.path().display().to_string()),
+    ]);
+    let provider = scenario.spawn_provider().await;
+    let tenant = scenario.ow.add_namespace();
+    tenant.create_trigger("tenantTrigger", true);
+    let url = format!(
+        "http://127.0.0.1:{}/feed/v1/namespaces/{}/triggers/tenantTrigger",
+        provider.http_port(),
+        tenant.name()
+    );
+    let body = serde_json::json!({"topic": "dc1/sensors/#"}).to_string();
+    let (status, answer) = feed_request(
+        reqwest::Method::PUT,
+        &url,
+        Some(&tenant.auth()),
+        Some(body.into()),
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status} {answer}");
+
+    let publisher = scenario.publisher().await;
+    publish_readings(&publisher, 0..20).await;
+    scenario.wait_delivered(20, DEADLINE).await;
+    wait_until("the tenant's 20 fires", DEADLINE, || {
+        tenant.delivered().0.len() >= 20
+    })
+    .await;
+
+    let ids = |fires: &[crate::harness::RecordedFire]| -> Vec<String> {
+        let mut ids: Vec<String> = fires
+            .iter()
+            .map(|f| f.body["message_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    for fire in tenant.fires() {
+        assert_eq!(
+            fire.body["datacenter_id"], "dc1",
+            "FIRE_PARAMS: {:?}",
+            fire.body
+        );
+        assert!(fire.body.get("org_id").is_none(), "{:?}", fire.body);
+        assert!(!fire.body.to_string().contains(TOKEN), "{:?}", fire.body);
+    }
+    for fire in scenario.ow.fires() {
+        assert_eq!(fire.body["org_id"], ORG, "{:?}", fire.body);
+    }
+    assert_eq!(
+        ids(&tenant.fires()),
+        ids(&scenario.ow.fires()),
+        "one message_id per reading"
+    );
 }
