@@ -8,6 +8,7 @@
 #   deploy/new-datacenter.sh dc3 --timezone Europe/Berlin [--tag 0.1.0] [--force]
 #
 # Writes files only; applies nothing. dc1's and dc2's overlays were made with it.
+# OVERLAYS=DIR writes DIR/<id> instead (the packaging test's scratch copy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,7 +56,7 @@ image=$(sed -n 's/^ *image: *\([^ #]*\).*/\1/p' deployment.yaml | head -n 1)
 image_name=${image%:*}
 [ -n "$tag" ] || tag=${image##*:}
 
-dir=deploy/overlays/$id
+dir=${OVERLAYS:-deploy/overlays}/$id
 if [ -e "$dir" ] && [ -z "$force" ]; then
   die "$dir exists (--force overwrites it)"
 fi
