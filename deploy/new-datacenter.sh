@@ -48,7 +48,7 @@ done
 [[ "$id" =~ ^[a-z0-9]([a-z0-9-]{0,57}[a-z0-9])?$ ]] ||
   die "ID must be lower-case letters, digits and '-', at most 59 characters: $id"
 [[ "$timezone" =~ ^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$ ]] || die "not an IANA zone name: $timezone"
-if [ -e /usr/share/zoneinfo/"$timezone" ] || [ ! -d /usr/share/zoneinfo ]; then :; else
+if [ -d /usr/share/zoneinfo ] && [ ! -f /usr/share/zoneinfo/"$timezone" ]; then
   die "unknown zone $timezone (not in /usr/share/zoneinfo)"
 fi
 image=$(sed -n 's/^ *image: *\([^ #]*\).*/\1/p' deployment.yaml | head -n 1)
