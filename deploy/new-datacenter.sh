@@ -119,6 +119,9 @@ data:
   FIRE_PARAMS: '{"datacenter_id": "$id", "influx_url": "$influx", "influx_org": "fog", "influx_bucket": "${id//-/_}_readings"}'
   ALARM_TIMEZONE: '$timezone'
   ALARM_PAYLOAD: '{"datacenter_id": "$id", "local_influx_url": "$influx", "local_influx_org": "fog", "local_influx_bucket": "${id//-/_}_readings", "central_influx_url": "https://influxdb.central.fog.example.org:8086", "central_influx_org": "fog", "central_influx_bucket": "aggregates", "timezone": "$timezone"}'
+  # $id's InfluxDB token, once the Secret mqtt-whisk-provider-$id has the key
+  # FIRE_SECRET_PARAMS (kustomization.yaml), where deployment.yaml mounts it:
+  # FIRE_SECRET_PARAMS_FILE: '/etc/mqtt-whisk-provider/secret/fire-secret-params.json'
 CONFIGMAP
 
 echo "wrote $dir: check its values, then"

@@ -248,7 +248,7 @@ fn kustomize(args: &[&str]) -> Vec<Value> {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap_or_else(|e| {
-            panic!("run {kubectl} (needs kubectl 1.27 or later; `bash .ci/kubectl.sh` installs one): {e}")
+            panic!("run {kubectl} (needs kubectl 1.27 or later: `KUBECTL=$(bash .ci/kubectl.sh) cargo test` installs one): {e}")
         });
     assert!(
         out.status.success(),
