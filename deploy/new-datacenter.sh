@@ -31,7 +31,7 @@ die() {
   exit 2
 }
 
-id= timezone= tag= force=
+id='' timezone='' tag='' force=''
 while [ $# -gt 0 ]; do
   case "$1" in
     --timezone) [ $# -ge 2 ] || die "--timezone needs a value"; timezone=$2; shift 2 ;;
