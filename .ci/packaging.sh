@@ -95,7 +95,7 @@ quietly "$KUBECTL" kustomize . -o "$RENDERED/base.yaml"
 overlays=()
 for overlay in deploy/overlays/*/; do
   name=$(basename "$overlay")
-  quietly "$KUBECTL" kustomize --load-restrictor=LoadRestrictionsNone "$overlay" -o "$RENDERED/$name.yaml"
+  quietly "$KUBECTL" kustomize "$overlay" -o "$RENDERED/$name.yaml"
   overlays+=("$name")
 done
 [ ${#overlays[@]} -gt 0 ] || { echo "packaging: no overlay in deploy/overlays" >&2; exit 1; }

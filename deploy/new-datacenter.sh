@@ -63,14 +63,14 @@ fi
 mkdir -p "$dir"
 
 cat >"$dir/kustomization.yaml" <<KUSTOMIZATION
-# Data center $id: the base with $id's own keys. Render and apply (README, "Deploy to a
+# Data center $id: the base with $id's own keys. Apply (README, "Deploy to a
 # data center"):
 #
-#   kubectl kustomize --load-restrictor=LoadRestrictionsNone deploy/overlays/$id | kubectl apply -f -
+#   kubectl apply -k deploy/overlays/$id
 #
 # Its secrets are never in git: the Secret mqtt-whisk-provider-$id in namespace fog-$id,
 # made once by hand, with OW_AUTH, MQTT_PASSWORD, STATE_KEY and (optional)
-# FIRE_SECRET_PARAMS, a JSON object merged into every message fire, mounted as a file:
+# FIRE_SECRET_PARAMS, a JSON object merged into the static routes' message fires, mounted as a file:
 #   FIRE_SECRET_PARAMS='{"influx_token": "<$id InfluxDB token>"}'
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
@@ -125,4 +125,4 @@ data:
 CONFIGMAP
 
 echo "wrote $dir: check its values, then"
-echo "  kubectl kustomize --load-restrictor=LoadRestrictionsNone $dir | kubectl apply -f -"
+echo "  kubectl apply -k $dir"

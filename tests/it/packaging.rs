@@ -258,9 +258,9 @@ fn kustomize(args: &[&str]) -> Vec<Value> {
     parse_documents(&String::from_utf8(out.stdout).expect("kustomize prints UTF-8"))
 }
 
-/// An overlay rendered as README's deploy command renders it.
+/// An overlay rendered as `kubectl apply -k` renders it.
 fn render_overlay(dir: &str) -> Vec<Value> {
-    kustomize(&["--load-restrictor=LoadRestrictionsNone", dir])
+    kustomize(&[dir])
 }
 
 fn parse_documents(text: &str) -> Vec<Value> {
