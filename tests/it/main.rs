@@ -20,5 +20,6 @@ mod packaging;
 mod reconnect;
 mod routes;
 mod session;
+mod spool;
 mod throttled_backlog;
 mod tls;
