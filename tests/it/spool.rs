@@ -388,6 +388,14 @@ async fn a_full_spool_stops_taking_messages_says_so_and_drains_when_openwhisk_re
         metric(&provider, SPOOLED).await < FULL_READINGS as f64,
         "everything was spooled: the limit never held back anything"
     );
+    assert!(
+        metric(&provider, "mqtt_whisk_spool_fsync_seconds_count").await >= 1.0,
+        "no fsync measured"
+    );
+    wait_until_async("the oldest reading's age counting up", DEADLINE, || async {
+        metric(&provider, "mqtt_whisk_spool_oldest_message_age_seconds").await >= 1.0
+    })
+    .await;
     let peak = peak_rss.peak();
     assert!(
         peak <= full_rss + RSS_SLACK_BYTES,
