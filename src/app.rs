@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::alarm::{Alarm, run_alarm};
 use crate::config::Config;
-use crate::connections::{Connections, Pipeline, Running};
+use crate::connections::{Connections, Pipeline, Running, SpoolPlace};
 use crate::delivery::Deliverer;
 use crate::delivery::events::Events;
 use crate::feed::registry::Registry;
@@ -25,6 +25,7 @@ use crate::openwhisk::{DryRun, OpenWhiskClient, Sink, Target, Verdict};
 use crate::pause::Pauses;
 use crate::routes::DisableNotice;
 use crate::routes::{Destination, Origin};
+use crate::spool::Budget;
 
 /// How long the MQTT sources may take to flush acks and disconnect at shutdown.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -103,6 +104,13 @@ impl App {
             concurrency: config.fire.concurrency,
             batch_max: config.fire.batch_max,
             batch_wait: config.fire.batch_wait,
+            spool: match (config.spool, &config.state_dir) {
+                (Some(spool), Some(dir)) => Some(SpoolPlace {
+                    dir: dir.join("spool"),
+                    budget: Budget::new(spool.max_bytes, metrics.clone()),
+                }),
+                _ => None,
+            },
         };
         let running = Running::new();
         let connections = Arc::new(Connections::new(

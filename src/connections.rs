@@ -13,9 +13,11 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -25,11 +27,17 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Credentials, MqttConfig};
 use crate::delivery::Deliverer;
 use crate::fire_body::MessageBodies;
-use crate::forward::Forwarder;
+use crate::forward::{Forwarder, Intake};
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::mqtt::MqttSource;
+use crate::mqtt::{Acker, MqttSource};
 use crate::routes::{Destination, Routes};
+use crate::spool::{Budget, Reader, Spool};
+use crate::spooler::{self, Spooler};
+
+/// How many messages the source may hand the spooler before it waits: a group commit
+/// takes all of them, so the broker's whole window can go into one fsync.
+const SPOOL_INTAKE: usize = 1024;
 
 /// Which connection a route travels on.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -82,6 +90,14 @@ pub struct Pipeline {
     pub concurrency: usize,
     pub batch_max: usize,
     pub batch_wait: Duration,
+    /// With `SPOOL=true`: where each connection's spool goes, and their shared budget.
+    pub spool: Option<SpoolPlace>,
+}
+
+/// `STATE_DIR/spool`, in which each connection has a directory named after its client id.
+pub struct SpoolPlace {
+    pub dir: PathBuf,
+    pub budget: Arc<Budget>,
 }
 
 /// The tokens and trackers of a running provider, which every connection joins, so that
@@ -135,14 +151,35 @@ struct Connection {
     /// Stop this connection alone (children of the provider's tokens).
     stop_intake: CancellationToken,
     fires_done: CancellationToken,
-    /// Its source and forwarder until they run. They are not started before every route
-    /// known at start is in place: a persistent session hands over what it kept at once,
-    /// and a message that found no route yet would be acknowledged unfired.
-    waiting: Option<Box<(MqttSource, Forwarder)>>,
-    /// The source and forwarder tasks once running.
-    running: Option<(JoinHandle<()>, JoinHandle<()>)>,
+    /// Its tasks until they run. They are not started before every route known at start
+    /// is in place: a persistent session (or the spool) hands over what it kept at once,
+    /// and a message that found no route yet would be let go unfired.
+    waiting: Option<Box<Parts>>,
+    /// The source's task, and the forwarder's (with the spool's) once running.
+    running: Option<(JoinHandle<()>, Vec<JoinHandle<()>>)>,
     /// Whether only feed routes use it, so its state does not decide readiness.
     feed_only: bool,
+}
+
+/// What a connection runs.
+struct Parts {
+    source: MqttSource,
+    forwarder: Forwarder,
+    wiring: Wiring,
+}
+
+/// How messages go from the source to the forwarder.
+enum Wiring {
+    /// Straight, acknowledged when their fires are final.
+    Direct(Acker),
+    /// Through the spool: acknowledged once durable, fired from there.
+    Spooled(Box<SpoolParts>),
+}
+
+struct SpoolParts {
+    spooler: Spooler,
+    reader: Reader,
+    spool: Spool,
 }
 
 impl Connections {
@@ -180,20 +217,50 @@ impl Connections {
         let Some(built) = connection.waiting.take() else {
             return;
         };
-        let (source, forwarder) = *built;
+        let Parts {
+            source,
+            forwarder,
+            wiring,
+        } = *built;
         let running = &self.running;
-        let (messages_tx, messages_rx) = mpsc::channel(self.pipeline.concurrency);
+        let concurrency = self.pipeline.concurrency;
+        let intake = match wiring {
+            Wiring::Direct(_) => concurrency,
+            Wiring::Spooled(_) => SPOOL_INTAKE,
+        };
+        let (messages_tx, messages_rx) = mpsc::channel(intake);
         let source = running.sources.spawn(source.run(
             messages_tx,
             connection.stop_intake.clone(),
             connection.fires_done.clone(),
         ));
-        let forwarder = running.forwarders.spawn(forwarder.run(
-            messages_rx,
-            running.abandon.clone(),
-            running.fires.clone(),
-        ));
-        connection.running = Some((source, forwarder));
+        let forward = |intake| {
+            running.forwarders.spawn(forwarder.run(
+                intake,
+                running.abandon.clone(),
+                running.fires.clone(),
+            ))
+        };
+        let pipeline = match wiring {
+            Wiring::Direct(acker) => vec![forward(Intake::Broker(messages_rx, acker))],
+            Wiring::Spooled(parts) => {
+                let SpoolParts {
+                    spooler,
+                    reader,
+                    spool,
+                } = *parts;
+                let (records_tx, records_rx) = mpsc::channel(concurrency);
+                let stop = connection.stop_intake.clone();
+                vec![
+                    running.forwarders.spawn(spooler.run(messages_rx)),
+                    running
+                        .forwarders
+                        .spawn(spooler::feed(reader, records_tx, stop)),
+                    forward(Intake::Spool(records_rx, spool)),
+                ]
+            }
+        };
+        connection.running = Some((source, pipeline));
     }
 
     /// `MQTT_URL`'s broker, with its credentials and TLS settings.
@@ -279,9 +346,13 @@ impl Connections {
             self.metrics.clone(),
         )?;
         let pipeline = &self.pipeline;
+        let client_id: Arc<str> = config.client_id.as_str().into();
+        let wiring = match &pipeline.spool {
+            None => Wiring::Direct(acker),
+            Some(place) => self.open_spool(place, &client_id, acker)?,
+        };
         let forwarder = Forwarder {
             deliverer: pipeline.deliverer.clone(),
-            acker,
             bodies: pipeline.bodies.clone(),
             routes: routes.clone(),
             concurrency: pipeline.concurrency,
@@ -291,10 +362,14 @@ impl Connections {
         tracing::info!(connection = %config.client_id, broker = ?key, "opening an MQTT connection");
         Ok(Connection {
             routes,
-            client_id: config.client_id.as_str().into(),
+            client_id,
             stop_intake: self.running.stop_intake.child_token(),
             fires_done: self.running.fires_done.child_token(),
-            waiting: Some(Box::new((source, forwarder))),
+            waiting: Some(Box::new(Parts {
+                source,
+                forwarder,
+                wiring,
+            })),
             running: None,
             feed_only: true,
         })
@@ -305,8 +380,10 @@ impl Connections {
     /// more for it.
     async fn close(&self, connection: Connection) {
         connection.stop_intake.cancel();
-        if let Some((source, forwarder)) = connection.running {
-            let _ = forwarder.await;
+        if let Some((source, pipeline)) = connection.running {
+            for task in pipeline {
+                let _ = task.await;
+            }
             connection.fires_done.cancel();
             // Forgotten once the source is gone, so it cannot report itself again.
             let _ = source.await;
@@ -314,6 +391,40 @@ impl Connections {
         self.health.forget_broker(&connection.client_id);
         self.metrics.mqtt_connection_closed(&connection.client_id);
         tracing::info!(connection = %connection.client_id, "MQTT connection closed: no route uses it any more");
+    }
+
+    /// Opens the spool of the connection `client_id`, in a directory named after it, and
+    /// the spooler that acknowledges with `acker`.
+    fn open_spool(
+        &self,
+        place: &SpoolPlace,
+        client_id: &Arc<str>,
+        acker: Acker,
+    ) -> anyhow::Result<Wiring> {
+        let dir = place.dir.join(spool_dir_name(client_id));
+        let (writer, reader, replay) = Spool::open(&dir, place.budget.clone())
+            .with_context(|| format!("cannot open the spool in {}", dir.display()))?;
+        self.metrics
+            .spool_opened(replay.messages, replay.skipped_bytes);
+        if replay.messages > 0 {
+            tracing::info!(connection = %client_id, messages = replay.messages, "spool holds messages not finished before the restart: firing them first");
+        }
+        let spool = writer.spool().clone();
+        let spooler = Spooler {
+            writer: Arc::new(Mutex::new(writer)),
+            spool: spool.clone(),
+            acker,
+            budget: place.budget.clone(),
+            name: client_id.clone(),
+            boot: self.pipeline.bodies.boot(),
+            health: self.health.clone(),
+            metrics: self.metrics.clone(),
+        };
+        Ok(Wiring::Spooled(Box::new(SpoolParts {
+            spooler,
+            reader,
+            spool,
+        })))
     }
 
     /// `MQTT_CLIENT_ID` for `MQTT_URL`'s broker and `OW_NAMESPACE`; otherwise derived
@@ -346,6 +457,21 @@ impl Connections {
                 )
             }
         }
+    }
+}
+
+/// A client id as a directory name: itself when it is made of letters, digits, `.`, `_`
+/// and `-`; otherwise with the rest replaced and its hash added, so two ids never share
+/// a spool.
+fn spool_dir_name(client_id: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    let name: String = client_id
+        .chars()
+        .map(|c| if plain(c) { c } else { '_' })
+        .collect();
+    match client_id.chars().all(plain) && !client_id.starts_with('.') {
+        true => name,
+        false => format!("{name}-{:016x}", fnv1a(client_id)),
     }
 }
 

@@ -1,10 +1,11 @@
 //! The JSON a message fire carries (SPEC section 3). `FIRE_PARAMS` is serialised once at
 //! start and spliced into every body, so the per-message path serialises only the message.
 //!
-//! Every message also carries a `message_id`: this process's random boot id and the
-//! message's receipt number. Each fire of one receipt (retries, parts of a split batch)
-//! carries the same id and `received_at`, so an action can recognise the duplicates that
-//! at-least-once delivery makes; a message received again after a restart gets a new one.
+//! Every message also carries a `message_id`: the random boot id of the process that
+//! received it and the message's receipt number. Each fire of one receipt (retries, parts
+//! of a split batch, fires from the spool after a restart) carries the same id and
+//! `received_at`, so an action can recognise the duplicates that at-least-once delivery
+//! makes; a message the broker delivers again after a restart gets a new one.
 
 use std::borrow::Cow;
 
@@ -21,7 +22,9 @@ pub struct MessageFields<'a> {
     pub qos: u8,
     pub retain: bool,
     pub received_at: DateTime<Utc>,
-    /// The receipt number (see [`MessageId`]).
+    /// The boot id of the process that received it and its receipt number there (see
+    /// [`MessageId`]).
+    pub boot: u64,
     pub seq: u64,
 }
 
@@ -53,7 +56,7 @@ struct MessageJson<'a> {
 }
 
 impl<'a> MessageJson<'a> {
-    fn new(message: &MessageFields<'a>, kind: Option<&'static str>, boot: u64) -> MessageJson<'a> {
+    fn new(message: &MessageFields<'a>, kind: Option<&'static str>) -> MessageJson<'a> {
         let (body, encoding) = match std::str::from_utf8(message.payload) {
             Ok(text) => (Cow::Borrowed(text), None),
             Err(_) => (
@@ -72,7 +75,7 @@ impl<'a> MessageJson<'a> {
                 .received_at
                 .to_rfc3339_opts(SecondsFormat::Millis, true),
             message_id: MessageId {
-                boot,
+                boot: message.boot,
                 seq: message.seq,
             },
         }
@@ -102,18 +105,23 @@ impl MessageBodies {
         }
     }
 
+    /// This process's boot id, for the messages it receives.
+    pub fn boot(&self) -> u64 {
+        self.boot
+    }
+
     /// `{"type":"message","topic":…,"body":…,…, <FIRE_PARAMS>}`. A payload that is not
     /// UTF-8 travels base64-encoded with `"encoding":"base64"`.
     pub fn render(&self, message: &MessageFields<'_>) -> Bytes {
         let mut out = Vec::with_capacity(message.payload.len() + self.params.len() + 160);
-        MessageJson::new(message, Some("message"), self.boot).write(&mut out);
+        MessageJson::new(message, Some("message")).write(&mut out);
         self.close_with_params(out)
     }
 
     /// One message as an element of a batch: the message keys without `type`.
     pub fn batch_entry(&self, message: &MessageFields<'_>) -> Vec<u8> {
         let mut out = Vec::with_capacity(message.payload.len() + 160);
-        MessageJson::new(message, None, self.boot).write(&mut out);
+        MessageJson::new(message, None).write(&mut out);
         out
     }
 
@@ -158,6 +166,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const BOOT: u64 = 0x0123_4567_89ab_cdef;
+
     fn fields(payload: &[u8]) -> MessageFields<'_> {
         MessageFields {
             topic: "dc1/sensors/t1",
@@ -165,13 +175,14 @@ mod tests {
             qos: 1,
             retain: false,
             received_at: "2026-11-24T03:00:00.123456Z".parse().unwrap(),
+            boot: BOOT,
             seq: 42,
         }
     }
 
-    /// The `message_id` of receipt 42 in this process.
-    fn id_42(bodies: &MessageBodies) -> String {
-        format!("{:016x}-42", bodies.boot)
+    /// The `message_id` of receipt 42 in process `BOOT`.
+    fn id_42() -> String {
+        format!("{BOOT:016x}-42")
     }
 
     #[test]
@@ -186,7 +197,7 @@ mod tests {
                 "type": "message", "topic": "dc1/sensors/t1",
                 "body": r#"{"temperature":21.5,"humidity":40}"#,
                 "qos": 1, "retain": false, "received_at": "2026-11-24T03:00:00.123Z",
-                "message_id": id_42(&bodies),
+                "message_id": id_42(),
                 "datacenter_id": "dc1", "influx": {"url": "http://influx:8086"}
             })
         );
@@ -219,7 +230,7 @@ mod tests {
         let rendered: Value = serde_json::from_slice(&body).unwrap();
         let message = |body: &str| {
             json!({"topic": "dc1/sensors/t1", "body": body, "qos": 1, "retain": false,
-                   "received_at": "2026-11-24T03:00:00.123Z", "message_id": id_42(&bodies)})
+                   "received_at": "2026-11-24T03:00:00.123Z", "message_id": id_42()})
         };
         let mut binary = message("/w==");
         binary["encoding"] = json!("base64");
@@ -267,6 +278,7 @@ pub(crate) mod properties {
         qos: u8,
         retain: bool,
         received_at: DateTime<Utc>,
+        boot: u64,
         seq: u64,
     }
 
@@ -278,6 +290,7 @@ pub(crate) mod properties {
                 qos: self.qos,
                 retain: self.retain,
                 received_at: self.received_at,
+                boot: self.boot,
                 seq: self.seq,
             }
         }
@@ -307,15 +320,19 @@ pub(crate) mod properties {
             any::<bool>(),
             instant,
             any::<u64>(),
+            any::<u64>(),
         )
-            .prop_map(|(topic, payload, qos, retain, received_at, seq)| Reading {
-                topic,
-                payload,
-                qos,
-                retain,
-                received_at,
-                seq,
-            })
+            .prop_map(
+                |(topic, payload, qos, retain, received_at, boot, seq)| Reading {
+                    topic,
+                    payload,
+                    qos,
+                    retain,
+                    received_at,
+                    boot,
+                    seq,
+                },
+            )
     }
 
     /// Any JSON value whose numbers survive a round trip through text exactly.
@@ -344,11 +361,7 @@ pub(crate) mod properties {
     }
 
     /// `message` is `reading` as a fire describes it, with its payload intact.
-    fn describes(
-        message: &Map<String, Value>,
-        reading: &Reading,
-        bodies: &MessageBodies,
-    ) -> Result<(), TestCaseError> {
+    fn describes(message: &Map<String, Value>, reading: &Reading) -> Result<(), TestCaseError> {
         prop_assert_eq!(&message["topic"], &reading.topic);
         let body = message["body"].as_str().expect("body is a string");
         match std::str::from_utf8(&reading.payload) {
@@ -368,7 +381,7 @@ pub(crate) mod properties {
         prop_assert!(received_at.ends_with('Z'), "{}", received_at);
         let parsed = DateTime::parse_from_rfc3339(received_at).map(|t| t.to_utc());
         prop_assert_eq!(parsed, Ok(reading.received_at.trunc_subsecs(3)));
-        let id = format!("{:016x}-{}", bodies.boot, reading.seq);
+        let id = format!("{:016x}-{}", reading.boot, reading.seq);
         prop_assert_eq!(&message["message_id"], &id);
         Ok(())
     }
@@ -394,7 +407,7 @@ pub(crate) mod properties {
             let rendered = bodies.render(&reading.fields());
             let body: Map<String, Value> = serde_json::from_slice(&rendered).expect("JSON");
             prop_assert_eq!(&body["type"], "message");
-            describes(&body, &reading, &bodies)?;
+            describes(&body, &reading)?;
             carries(&body, &params)?;
             let own = 7 + usize::from(body.contains_key("encoding"));
             prop_assert_eq!(body.len(), own + params.len(), "nothing else");
@@ -417,7 +430,7 @@ pub(crate) mod properties {
             for (message, reading) in messages.iter().zip(&readings) {
                 let message = message.as_object().expect("an object");
                 prop_assert!(!message.contains_key("type"));
-                describes(message, reading, &bodies)?;
+                describes(message, reading)?;
             }
             carries(&body, &params)?;
             prop_assert_eq!(body.len(), 2 + params.len(), "nothing else");

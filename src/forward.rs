@@ -19,22 +19,24 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::delivery::{Delivered, Deliverer, Fire};
-use crate::fire_body::{MessageBodies, MessageFields};
+use crate::fire_body::MessageBodies;
 use crate::metrics::FireKind;
-use crate::mqtt::{Acker, Message};
 use crate::routes::{Destination, Routes};
 
-/// Turns one connection's messages into fires to their routes' destinations, and acks
-/// each message once every one of its fires got a final answer.
+mod incoming;
+pub use incoming::{Incoming, Intake};
+
+/// Turns one connection's messages into fires to their routes' destinations, and lets
+/// each message go (acked, or gone from the spool) once every one of its fires got a
+/// final answer.
 pub struct Forwarder {
     pub deliverer: Arc<Deliverer>,
-    pub acker: Acker,
     pub bodies: Arc<MessageBodies>,
     pub routes: Arc<Routes>,
     pub concurrency: usize,
@@ -42,18 +44,18 @@ pub struct Forwarder {
     pub batch_wait: Duration,
 }
 
-/// A message waiting for the final answers of its fires: acked when the last one comes.
+/// A message waiting for the final answers of its fires: let go when the last one comes.
 struct Pending {
-    message: Message,
+    message: Incoming,
     /// Fires without a final answer yet.
     unsettled: AtomicUsize,
 }
 
 impl Pending {
     /// One of the message's fires got a final answer (or its destination was retired).
-    fn settle(&self, acker: &Acker) {
+    fn settle(&self) {
         if self.unsettled.fetch_sub(1, Ordering::AcqRel) == 1 {
-            acker.ack(&self.message);
+            self.message.settle();
         }
     }
 }
@@ -72,15 +74,10 @@ struct Outgoing {
 }
 
 impl Forwarder {
-    /// Forwards until the source closes `messages_rx`; the fires still in flight are in
-    /// `fires`, so shutdown can wait for them. Cancelling `abandon` stops retrying: the
-    /// unacknowledged messages stay with the broker.
-    pub async fn run(
-        self,
-        mut messages_rx: mpsc::Receiver<Message>,
-        abandon: CancellationToken,
-        fires: TaskTracker,
-    ) {
+    /// Forwards until `intake` ends; the fires still in flight are in `fires`, so
+    /// shutdown can wait for them. Cancelling `abandon` stops retrying: the messages not
+    /// let go stay with the broker (or in the spool).
+    pub async fn run(self, mut intake: Intake, abandon: CancellationToken, fires: TaskTracker) {
         let forwarder = Arc::new(self);
         let launcher = Launcher {
             permits: Arc::new(Semaphore::new(forwarder.concurrency)),
@@ -93,14 +90,14 @@ impl Forwarder {
         loop {
             let message = if forwarder.batch_max > 1 {
                 tokio::select! {
-                    message = messages_rx.recv() => message,
+                    message = intake.recv() => message,
                     () = batches.next_deadline() => {
                         batches.send_expired(&launcher).await;
                         continue;
                     }
                 }
             } else {
-                messages_rx.recv().await
+                intake.recv().await
             };
             let Some(message) = message else {
                 batches.send_all(&launcher).await;
@@ -109,11 +106,11 @@ impl Forwarder {
             forwarder
                 .routes
                 .read()
-                .route(&message.publish.topic, &mut destinations);
+                .route(message.topic(), &mut destinations);
             destinations.retain(|d| !d.is_retired());
             if destinations.is_empty() {
                 // No route (any more): nothing waits for it.
-                forwarder.acker.ack(&message);
+                message.settle();
                 continue;
             }
             let pending = Arc::new(Pending {
@@ -121,22 +118,21 @@ impl Forwarder {
                 message,
             });
             if forwarder.batch_max > 1 {
-                let entry: Arc<[u8]> = forwarder
-                    .bodies
-                    .batch_entry(&fields(&pending.message))
-                    .into();
+                let fields = pending.message.fields(forwarder.bodies.boot());
+                let entry: Arc<[u8]> = forwarder.bodies.batch_entry(&fields).into();
                 for destination in destinations.drain(..) {
                     batches
                         .add(&launcher, destination, pending.clone(), entry.clone())
                         .await;
                 }
             } else {
-                let body = forwarder.bodies.render(&fields(&pending.message));
+                let fields = pending.message.fields(forwarder.bodies.boot());
+                let body = forwarder.bodies.render(&fields);
                 for destination in destinations.drain(..) {
                     let outgoing = Outgoing {
                         kind: FireKind::Message,
                         destination,
-                        subject: pending.message.publish.topic.clone(),
+                        subject: pending.message.topic().to_owned(),
                         messages: vec![pending.clone()],
                         entries: Vec::new(),
                         body: body.clone(),
@@ -160,11 +156,7 @@ impl Forwarder {
                 body: part.body.clone(),
                 subject: &part.subject,
                 messages: part.messages.len(),
-                payload_bytes: part
-                    .messages
-                    .iter()
-                    .map(|m| m.message.publish.payload.len())
-                    .sum(),
+                payload_bytes: part.messages.iter().map(|m| m.message.payload_len()).sum(),
                 deadline: None,
                 destination: Some(&destination),
             };
@@ -177,13 +169,13 @@ impl Forwarder {
                         destination = successor;
                         parts.push(part);
                     }
-                    None => part.messages.iter().for_each(|m| m.settle(&self.acker)),
+                    None => part.messages.iter().for_each(|m| m.settle()),
                 }
             } else if delivered == Delivered::TooLarge {
                 let (first, second) = part.halves(&self.bodies);
                 parts.extend([second, first]);
             } else if delivered.is_final() {
-                part.messages.iter().for_each(|m| m.settle(&self.acker));
+                part.messages.iter().for_each(|m| m.settle());
             }
         }
     }
@@ -230,9 +222,9 @@ impl Outgoing {
         entries: Vec<Arc<[u8]>>,
     ) -> Outgoing {
         let body = bodies.batch(entries.iter().map(|e| &e[..]));
-        let topic = &messages[0].message.publish.topic;
+        let topic = messages[0].message.topic();
         let subject = match messages.len() {
-            1 => topic.clone(),
+            1 => topic.to_owned(),
             n => format!("{topic} and {} more", n - 1),
         };
         Outgoing {
@@ -255,17 +247,6 @@ impl Outgoing {
             Outgoing::batch(bodies, self.destination, self.messages, self.entries),
             Outgoing::batch(bodies, destination, messages, entries),
         )
-    }
-}
-
-fn fields(message: &Message) -> MessageFields<'_> {
-    MessageFields {
-        topic: &message.publish.topic,
-        payload: &message.publish.payload,
-        qos: message.publish.qos as u8,
-        retain: message.publish.retain,
-        received_at: message.received_at,
-        seq: message.seq,
     }
 }
 

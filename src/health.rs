@@ -45,6 +45,9 @@ struct State {
     /// Per (namespace, trigger): each trigger's missing rule is its own warning.
     no_rule: HashMap<(Arc<str>, Arc<str>), Reminder>,
     split: Option<Reminder>,
+    /// What keeps a connection's spool from taking messages (full, or failing writes),
+    /// by client id: the broker is not acknowledged meanwhile.
+    spools: BTreeMap<Arc<str>, String>,
 }
 
 /// OpenWhisk not accepting fires: since when, why, and how often since the last log.
@@ -143,6 +146,7 @@ impl Default for Health {
             throttled: HashMap::new(),
             no_rule: HashMap::new(),
             split: None,
+            spools: BTreeMap::new(),
         })))
     }
 }
@@ -164,6 +168,7 @@ impl Health {
         let mut state = self.state();
         state.brokers.remove(connection);
         state.feed_only.remove(connection);
+        state.spools.remove(connection);
     }
 
     /// Whether `connection` carries only feed routes (see `State::feed_only`).
@@ -172,6 +177,15 @@ impl Health {
         match feed_only {
             true => state.feed_only.insert(connection.clone()),
             false => state.feed_only.remove(connection),
+        };
+    }
+
+    /// What keeps `connection`'s spool from taking messages, or `None` once it takes them.
+    pub fn spool_problem(&self, connection: &Arc<str>, problem: Option<String>) {
+        let mut state = self.state();
+        match problem {
+            Some(problem) => state.spools.insert(connection.clone(), problem),
+            None => state.spools.remove(connection),
         };
     }
 
@@ -197,6 +211,12 @@ impl Health {
             match several {
                 true => reasons.push(format!("{reason} (connection {connection})")),
                 false => reasons.push(reason),
+            }
+        }
+        for (connection, problem) in &state.spools {
+            match several {
+                true => reasons.push(format!("{problem} (connection {connection})")),
+                false => reasons.push(problem.clone()),
             }
         }
         if let Some(failure) = &state.openwhisk {

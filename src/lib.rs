@@ -11,6 +11,9 @@
 //! - [`connections`]: one MQTT connection (source, forwarder, routes) per broker,
 //!   credentials and namespace; [`routes`]: filter -> destinations (triggers with keys).
 //! - [`forward`]: message -> fires -> ack when all are final, with bounded concurrency.
+//! - [`spool`]: with `SPOOL=true`, messages made durable on disk before the broker is
+//!   acknowledged; [`spooler`]: the tasks between a connection's source, its spool and
+//!   its forwarder.
 //! - [`feed`]: the feed API (`wsk trigger create --feed`), its registry under `STATE_DIR`.
 //! - [`delivery`]: one fire with its retry rules; [`pause`]: the namespace-wide 429 pause.
 //! - [`openwhisk`]: the HTTP client and the classification of answers.
@@ -42,5 +45,7 @@ pub(crate) mod redact;
 pub(crate) mod routes;
 pub(crate) mod schedule;
 pub mod shutdown;
+pub(crate) mod spool;
+pub(crate) mod spooler;
 pub mod telemetry;
 pub(crate) mod topic_trie;

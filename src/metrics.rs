@@ -3,6 +3,7 @@
 //! the logs tell the same story.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -138,6 +139,13 @@ struct Inner {
     feed_triggers_disabled: Counter,
     /// One series per feed trigger: its current state is 1.
     feed_trigger_state: Family<TriggerStateLabels, Gauge>,
+    spool_bytes: Gauge,
+    spool_messages: Gauge,
+    spool_oldest_age: Gauge<f64, AtomicU64>,
+    spool_fsync: Histogram,
+    spool_full: Gauge,
+    spool_replayed: Counter,
+    spool_skipped_bytes: Counter,
     /// Each feed trigger's current series, to remove when its state changes.
     feed_trigger_labels: Mutex<HashMap<(String, String), TriggerStateLabels>>,
 }
@@ -165,6 +173,14 @@ impl Default for Metrics {
             feed_triggers_disabled: Counter::default(),
             feed_trigger_state: Family::default(),
             feed_trigger_labels: Mutex::default(),
+            spool_bytes: Gauge::default(),
+            spool_messages: Gauge::default(),
+            spool_oldest_age: Gauge::default(),
+            // 0.1 ms to ~3 s: a local SSD syncs in a fraction of a millisecond.
+            spool_fsync: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            spool_full: Gauge::default(),
+            spool_replayed: Counter::default(),
+            spool_skipped_bytes: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -231,6 +247,41 @@ impl Default for Metrics {
             "feed_trigger_state",
             "1 for each feed trigger's current state (accepting, failing with its status, paused, disabled)",
             inner.feed_trigger_state.clone(),
+        );
+        registry.register(
+            "spool_bytes",
+            "Disk the spool's files take (SPOOL_MAX_BYTES bounds it)",
+            inner.spool_bytes.clone(),
+        );
+        registry.register(
+            "spool_messages",
+            "Messages in the spool whose fires are not all final yet",
+            inner.spool_messages.clone(),
+        );
+        registry.register(
+            "spool_oldest_message_age_seconds",
+            "Age of the oldest message in the spool not finished yet (0 when none)",
+            inner.spool_oldest_age.clone(),
+        );
+        registry.register(
+            "spool_fsync_seconds",
+            "Time of each group commit's fdatasync; its count is the number of fsyncs",
+            inner.spool_fsync.clone(),
+        );
+        registry.register(
+            "spool_full",
+            "1 while the spool is at SPOOL_MAX_BYTES and the broker is not acknowledged",
+            inner.spool_full.clone(),
+        );
+        registry.register(
+            "spool_replayed_messages",
+            "Messages found unfinished in the spool at start and fired again (some may be duplicates)",
+            inner.spool_replayed.clone(),
+        );
+        registry.register(
+            "spool_skipped_bytes",
+            "Bytes of damaged or torn spool records skipped at start",
+            inner.spool_skipped_bytes.clone(),
         );
         Metrics(Arc::new(Inner { registry, ..inner }))
     }
@@ -334,6 +385,33 @@ impl Metrics {
 
     pub fn feed_trigger_disabled(&self) {
         self.0.feed_triggers_disabled.inc();
+    }
+
+    pub fn spool_usage(&self, bytes: u64, messages: u64) {
+        self.0
+            .spool_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.0
+            .spool_messages
+            .set(i64::try_from(messages).unwrap_or(i64::MAX));
+    }
+
+    pub fn spool_oldest_age(&self, seconds: f64) {
+        self.0.spool_oldest_age.set(seconds);
+    }
+
+    pub fn spool_fsync(&self, seconds: f64) {
+        self.0.spool_fsync.observe(seconds);
+    }
+
+    pub fn spool_full(&self, full: bool) {
+        self.0.spool_full.set(i64::from(full));
+    }
+
+    /// What opening a spool found: records fired again, damaged bytes skipped.
+    pub fn spool_opened(&self, replayed: u64, skipped_bytes: u64) {
+        self.0.spool_replayed.inc_by(replayed);
+        self.0.spool_skipped_bytes.inc_by(skipped_bytes);
     }
 
     pub fn mqtt_reconnect(&self) {

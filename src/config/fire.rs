@@ -138,6 +138,7 @@ mod tests {
             qos: 2,
             retain: false,
             received_at: Utc.with_ymd_and_hms(2026, 11, 24, 3, 0, 0).unwrap(),
+            boot: u64::MAX,
             seq: u64::MAX,
         });
         let body = "/w==".len();

@@ -16,6 +16,7 @@ mod openwhisk;
 mod problems;
 mod raw;
 mod routes;
+mod spool;
 mod variables;
 
 use std::ffi::OsString;
@@ -36,6 +37,7 @@ pub use problems::{ConfigError, Problem};
 use problems::{Problems, entry_string, json_kind, json_object};
 use raw::RawEnv;
 pub use routes::{StaticRoute, filter_error};
+pub use spool::SpoolConfig;
 pub use variables::{UnknownVariable, help_text, unknown_variables};
 
 /// The whole configuration, validated.
@@ -52,6 +54,8 @@ pub struct Config {
     /// only with it.
     pub state_dir: Option<PathBuf>,
     pub feed: FeedConfig,
+    /// `SPOOL=true`: messages are spooled in `STATE_DIR` before the broker is acknowledged.
+    pub spool: Option<SpoolConfig>,
     /// `STATE_KEY` (or `STATE_KEY_FILE`): encrypts the registry's API keys.
     pub state_key: Option<StateKey>,
     /// The cron alarms: the one of `ALARM_CRON` first, then those of `ALARMS`; possibly
@@ -97,6 +101,7 @@ fn parse(raw: &RawEnv, dry_run: bool, problems: &mut Problems) -> Config {
         fire: fire::parse(raw, problems),
         routes,
         feed: feed::parse(raw, state_dir.is_some(), problems),
+        spool: spool::parse(raw, state_dir.is_some(), problems),
         state_key: raw.get("STATE_KEY").and_then(|key| {
             StateKey::parse(key.as_bytes())
                 .map_err(|message| problems.push("STATE_KEY", &message))

@@ -347,6 +347,21 @@ pub(super) const VARIABLES: &[Variable] = &[
         |c| c.feed.disable_after.as_secs().to_string(),
     ),
     var(
+        "SPOOL",
+        "false",
+        "true: every message is fsynced to STATE_DIR/spool before the broker is acknowledged, and fired from there (needs STATE_DIR)",
+        |c| c.spool.is_some().to_string(),
+    ),
+    var(
+        "SPOOL_MAX_BYTES",
+        "1073741824",
+        "disk the spool may take, at least 65536 bytes; when full the broker is not acknowledged (it keeps the rest)",
+        |c| {
+            c.spool
+                .map_or_else(|| "(no spool)".to_owned(), |s| s.max_bytes.to_string())
+        },
+    ),
+    var(
         "SHUTDOWN_GRACE_SECS",
         "20",
         "on SIGTERM, how long fires in flight may take to finish, 0-3600 seconds",

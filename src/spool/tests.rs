@@ -1,0 +1,278 @@
+//! The spool on a real directory: order, completion, reclaiming, reopening after a
+//! crash, damage.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::open::Replay;
+use super::*;
+use crate::metrics::Metrics;
+
+fn budget(max_bytes: u64) -> Arc<Budget> {
+    Budget::new(max_bytes, Metrics::default())
+}
+
+fn records<'a>(topic: &'a str, payloads: &'a [String]) -> Vec<Record<'a>> {
+    payloads
+        .iter()
+        .enumerate()
+        .map(|(seq, payload)| Record {
+            id: 0,
+            boot: 0xb007,
+            seq: seq as u64,
+            received_at: DateTime::from_timestamp_nanos(1_764_000_000_000_000_000 + seq as i64),
+            qos: 1,
+            retain: false,
+            topic,
+            payload: payload.as_bytes(),
+        })
+        .collect()
+}
+
+fn payloads(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("{{\"reading\":{i}}}")).collect()
+}
+
+/// The next `n` records' payloads, failing the test rather than waiting forever.
+async fn read(reader: &mut Reader, n: usize) -> Vec<Spooled> {
+    let mut read = Vec::new();
+    for _ in 0..n {
+        let next = tokio::time::timeout(Duration::from_secs(10), reader.next());
+        read.push(next.await.expect("a record in time").expect("readable"));
+    }
+    read
+}
+
+fn texts(records: &[Spooled]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| String::from_utf8(r.payload.to_vec()).unwrap())
+        .collect()
+}
+
+fn files(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = fs_entries(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
+        .collect();
+    found.sort();
+    found
+}
+
+fn fs_entries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
+#[tokio::test]
+async fn records_are_read_in_order_as_written_with_what_was_received() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut writer, mut reader, replay) = Spool::open(dir.path(), budget(1 << 20)).unwrap();
+    assert_eq!(replay, Replay::default());
+    writer
+        .append(&mut records("dc1/a", &payloads(0..3)))
+        .unwrap();
+    writer
+        .append(&mut records("dc1/b", &payloads(3..5)))
+        .unwrap();
+
+    let read = read(&mut reader, 5).await;
+    assert_eq!(texts(&read), payloads(0..5));
+    assert_eq!(
+        read.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4]
+    );
+    let first = &read[0];
+    assert_eq!(
+        (first.topic.as_str(), first.boot, first.seq, first.qos),
+        ("dc1/a", 0xb007, 0, 1)
+    );
+    assert_eq!(
+        first.received_at.timestamp_nanos_opt(),
+        Some(1_764_000_000_000_000_000)
+    );
+}
+
+#[tokio::test]
+async fn finished_segments_are_deleted_and_their_space_given_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = budget(64 << 10); // segments of 8 KiB
+    let (mut writer, mut reader, _) = Spool::open(dir.path(), budget.clone()).unwrap();
+    let spool = writer.spool().clone();
+    for chunk in 0..40 {
+        writer
+            .append(&mut records("t", &payloads(chunk * 50..chunk * 50 + 50)))
+            .unwrap();
+    }
+    let used = budget.used.load(Ordering::Acquire);
+    assert!(used > 64 << 10, "{used} bytes written");
+    assert!(budget.is_full());
+    let segments = files(dir.path(), "seg").len();
+    assert!(segments > 8, "{segments} segments");
+
+    let read = read(&mut reader, 2000).await;
+    assert_eq!(texts(&read), payloads(0..2000));
+    // Completed out of order, as fires to different triggers finish.
+    for record in read.iter().rev() {
+        spool.complete(record.id);
+    }
+    assert_eq!(
+        files(dir.path(), "seg").len(),
+        1,
+        "only the segment being written stays"
+    );
+    assert!(files(dir.path(), "done").len() <= 1);
+    assert!(!budget.is_full());
+    assert_eq!(budget.messages.load(Ordering::Acquire), 0);
+    let left = budget.used.load(Ordering::Acquire);
+    assert!(left <= (8 << 10) + 2000 * 12, "{left} bytes left");
+}
+
+#[tokio::test]
+async fn after_a_crash_only_the_unfinished_records_are_read_again_then_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut writer, mut reader, _) = Spool::open(dir.path(), budget(1 << 20)).unwrap();
+        writer.append(&mut records("t", &payloads(0..10))).unwrap();
+        let spool = writer.spool().clone();
+        for record in read(&mut reader, 10).await {
+            if record.id % 3 != 0 {
+                spool.complete(record.id);
+            }
+        }
+        spool.flush_done();
+        // Dropped without more: as after SIGKILL, nothing else reaches the files.
+        std::mem::forget(writer);
+        std::mem::forget(reader);
+        std::mem::forget(spool);
+    }
+    let budget = budget(1 << 20);
+    let (mut writer, mut reader, replay) = Spool::open(dir.path(), budget.clone()).unwrap();
+    assert_eq!(
+        replay,
+        Replay {
+            messages: 4,
+            skipped_bytes: 0
+        }
+    );
+    assert_eq!(budget.messages.load(Ordering::Acquire), 4);
+    writer.append(&mut records("t", &payloads(10..12))).unwrap();
+    let read = read(&mut reader, 6).await;
+    let ids: Vec<u64> = read.iter().map(|r| r.id).collect();
+    assert_eq!(
+        ids,
+        [0, 3, 6, 9, 10, 11],
+        "new ids continue after the old ones"
+    );
+    assert_eq!(
+        texts(&read),
+        [
+            "{\"reading\":0}",
+            "{\"reading\":3}",
+            "{\"reading\":6}",
+            "{\"reading\":9}",
+            "{\"reading\":10}",
+            "{\"reading\":11}"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_segment_is_reported_and_its_intact_records_read() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut writer, _reader, _) = Spool::open(dir.path(), budget(1 << 20)).unwrap();
+        writer.append(&mut records("t", &payloads(0..100))).unwrap();
+    }
+    let segment = files(dir.path(), "seg").pop().unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    bytes.truncate(bytes.len() - 3);
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let (_writer, mut reader, replay) = Spool::open(dir.path(), budget(1 << 20)).unwrap();
+    assert_eq!(
+        replay.messages, 98,
+        "the flipped record and the torn last one are skipped"
+    );
+    assert!(replay.skipped_bytes > 3, "{replay:?}");
+    let read = texts(&read(&mut reader, 98).await);
+    let expected: Vec<String> = payloads(0..99)
+        .into_iter()
+        .filter(|p| read.contains(p))
+        .collect();
+    assert_eq!(read, expected, "in order");
+    assert!(
+        read.contains(&"{\"reading\":98}".to_owned()),
+        "records after the damage are read"
+    );
+    assert!(
+        !read.contains(&"{\"reading\":99}".to_owned()),
+        "the torn one is not"
+    );
+}
+
+#[tokio::test]
+async fn a_spool_whose_records_were_all_done_is_emptied_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut writer, mut reader, _) = Spool::open(dir.path(), budget(1 << 20)).unwrap();
+        writer.append(&mut records("t", &payloads(0..5))).unwrap();
+        let spool = writer.spool().clone();
+        for record in read(&mut reader, 5).await {
+            spool.complete(record.id);
+        }
+    }
+    let (_, _, replay) = Spool::open(dir.path(), budget(1 << 20)).unwrap();
+    assert_eq!(replay, Replay::default());
+    assert_eq!(fs_entries(dir.path()), Vec::<PathBuf>::new());
+}
+
+#[tokio::test]
+async fn the_reader_waits_for_records_committed_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut writer, mut reader, _) = Spool::open(dir.path(), budget(1 << 20)).unwrap();
+    let waiting = tokio::spawn(async move { read(&mut reader, 3).await });
+    tokio::task::yield_now().await;
+    writer.append(&mut records("t", &payloads(0..1))).unwrap();
+    writer.append(&mut records("t", &payloads(1..3))).unwrap();
+    assert_eq!(texts(&waiting.await.unwrap()), payloads(0..3));
+}
+
+#[test]
+fn spool_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    let (mut writer, _, _) = Spool::open(&spool_dir, budget(1 << 20)).unwrap();
+    writer.append(&mut records("t", &payloads(0..1))).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&spool_dir), 0o700);
+    assert_eq!(mode(&files(&spool_dir, "seg")[0]), 0o600);
+}
+
+/// `DateTime` is what the fire body shows; the spool keeps it to the nanosecond.
+#[test]
+fn received_at_survives_to_the_nanosecond() {
+    let at: DateTime<Utc> = "2026-12-01T22:17:15.123456789Z".parse().unwrap();
+    let mut frame = Vec::new();
+    Record {
+        id: 1,
+        boot: 2,
+        seq: 3,
+        received_at: at,
+        qos: 0,
+        retain: true,
+        topic: "t",
+        payload: b"",
+    }
+    .encode(&mut frame);
+    let frame::Parsed::Record(read, _) = frame::parse(&frame, true) else {
+        panic!("not read back");
+    };
+    assert_eq!(read.received_at, at);
+}
