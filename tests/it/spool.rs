@@ -309,6 +309,14 @@ async fn a_torn_and_corrupted_spool_file_is_skipped_with_an_error_and_the_rest_d
     .await;
     let skipped = metric(&provider, "mqtt_whisk_spool_skipped_bytes_total").await;
     assert!(skipped > 0.0, "no skipped bytes counted");
+    // One file damaged: its error says how many bytes were skipped.
+    let errors = lines_at(&provider, "ERROR", &["spool", "skipped", &name]);
+    assert!(
+        errors
+            .iter()
+            .any(|line| line.contains(&(skipped as u64).to_string())),
+        "no error gives the {skipped} bytes skipped: {errors:#?}"
+    );
     // Resynchronised on the next intact record: not the whole rest of the file.
     assert!(
         skipped < (len / 2) as f64,
@@ -337,6 +345,8 @@ const FULL_READINGS: u64 = 5_000;
 /// Growth allowed while the spool is full: holding the readings the broker keeps would
 /// take more.
 const RSS_SLACK_BYTES: u64 = 4 * 1024 * 1024;
+/// Once every reading is delivered, the spool has only to delete its files.
+const SETTLE: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn a_full_spool_stops_taking_messages_says_so_and_drains_when_openwhisk_recovers() {
@@ -378,6 +388,10 @@ async fn a_full_spool_stops_taking_messages_says_so_and_drains_when_openwhisk_re
     })
     .await;
     let (metric_bytes, disk, segment) = most.get();
+    assert!(
+        segment < SPOOL_MAX_BYTES,
+        "a segment of {segment} bytes: as large as the whole spool"
+    );
     let bound = SPOOL_MAX_BYTES + segment;
     assert!(
         metric_bytes <= bound as f64 && disk <= bound,
@@ -408,15 +422,25 @@ async fn a_full_spool_stops_taking_messages_says_so_and_drains_when_openwhisk_re
         "full spool: {metric_bytes} bytes at most ({disk} on disk, segments up to {segment}), \
          RSS {full_rss} -> {peak} bytes, {FULL_READINGS} delivered, {duplicates} duplicates"
     );
-    wait_until_async("the spool no longer full, and ready", DEADLINE, || async {
+    // Every reading left the spool: it is no longer full, its space is given back, and
+    // the provider is ready.
+    let drained = poll_until_async(SETTLE, || async {
         metric(&provider, "mqtt_whisk_spool_full").await == 0.0
+            && spool_on_disk(&state).0 < SPOOL_MAX_BYTES
             && provider.get("/readyz").await.0 == 200
     })
     .await;
-    wait_until("whole segments deleted as readings left", DEADLINE, || {
-        spool_on_disk(&state).0 < SPOOL_MAX_BYTES
-    })
-    .await;
+    assert!(
+        drained,
+        "after {SETTLE:?}: spool_full {}, spool_bytes {}, spool_messages {}, {} bytes on \
+         disk in {:?}, /readyz {:?}",
+        metric(&provider, "mqtt_whisk_spool_full").await,
+        metric(&provider, "mqtt_whisk_spool_bytes").await,
+        metric(&provider, SPOOLED).await,
+        spool_on_disk(&state).0,
+        files_ending(&state.path().join("spool"), ""),
+        provider.get("/readyz").await,
+    );
 }
 
 #[tokio::test]
