@@ -172,9 +172,11 @@ async fn readings_through_a_broker_crash(spool: bool) -> usize {
 
     let (delivered, duplicates) = scenario.ow.delivered();
     let arrived = delivered.range(..FOG_READINGS).count();
+    let fsyncs = metric(&provider, "mqtt_whisk_spool_fsync_seconds_count").await;
+    let fsync_seconds = metric(&provider, "mqtt_whisk_spool_fsync_seconds_sum").await;
     eprintln!(
         "broker crash (spool {spool}): {arrived} of {FOG_READINGS} readings delivered, \
-         {duplicates} duplicates"
+         {duplicates} duplicates, {fsyncs} fsyncs taking {fsync_seconds:.3} s"
     );
     arrived
 }
@@ -480,4 +482,21 @@ async fn spool_without_a_state_directory_fails_the_check_naming_both() {
     env.push(("STATE_DIR", state.path().display().to_string()));
     let out = run_to_exit(&["--check"], &env).await;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+#[tokio::test]
+async fn a_spool_bound_below_its_minimum_fails_the_check() {
+    let state = TempDir::new().expect("a state directory");
+    let mut env = valid_env();
+    env.extend(spool_env(&state));
+    env.push(("SPOOL_MAX_BYTES", "65535".into()));
+    let out = run_to_exit(&["--check"], &env).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        out.stderr
+            .lines()
+            .any(|line| line.contains("SPOOL_MAX_BYTES") && line.contains("65536")),
+        "no line names SPOOL_MAX_BYTES and its minimum:\n{}",
+        out.stderr
+    );
 }
