@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::alarm::{Alarm, run_alarm};
+use crate::alarm::{Alarm, Catchup, TickLog, run_alarm};
 use crate::config::Config;
 use crate::connections::{Connections, Pipeline, Running, SpoolPlace};
 use crate::delivery::Deliverer;
@@ -47,6 +47,8 @@ pub struct App {
     static_targets: Vec<Target>,
     /// Each alarm with its target.
     alarms: Vec<(Alarm, Target)>,
+    /// With `STATE_DIR` and `ALARM_CATCHUP_SECS`: where the alarms' last ticks are kept.
+    catchup: Option<Catchup>,
     /// The feed API, with `STATE_DIR`.
     feed: Option<FeedParts>,
     shutdown_grace: Duration,
@@ -75,7 +77,7 @@ impl App {
                 tracing::warn!(
                     "dry run: fires are logged, not sent, and messages are acknowledged as if accepted"
                 );
-                Arc::new(DryRun)
+                Arc::new(DryRun::masking(config.fire.secret_params.keys()))
             }
         };
         // Static routes and alarms are fired with the process's own key (OW_AUTH), which
@@ -92,6 +94,20 @@ impl App {
                 (alarm, target)
             })
             .collect();
+        let catchup = match (config.alarm_catchup, &config.state_dir) {
+            (Some(window), Some(dir)) => {
+                let dir = dir.clone();
+                let log = tokio::task::spawn_blocking(move || TickLog::open(&dir))
+                    .await
+                    .context("opening the alarm tick log")?;
+                Some(Catchup {
+                    log: Arc::new(log),
+                    window,
+                    metrics: metrics.clone(),
+                })
+            }
+            _ => None,
+        };
         let deliverer = Arc::new(Deliverer {
             sink,
             pauses: Pauses::default(),
@@ -100,7 +116,7 @@ impl App {
         });
         let pipeline = Pipeline {
             deliverer: deliverer.clone(),
-            bodies: Arc::new(MessageBodies::new(&config.fire.params)),
+            bodies: Arc::new(MessageBodies::new(&config.fire.message_params())),
             concurrency: config.fire.concurrency,
             batch_max: config.fire.batch_max,
             batch_wait: config.fire.batch_wait,
@@ -171,6 +187,7 @@ impl App {
                 .map(|d| d.target.clone())
                 .collect(),
             alarms,
+            catchup,
             feed,
             shutdown_grace: config.shutdown_grace,
         })
@@ -220,7 +237,14 @@ impl App {
         let alarms = TaskTracker::new();
         for (alarm, target) in self.alarms {
             let deliverer = self.deliverer.clone();
-            alarms.spawn(run_alarm(alarm, deliverer, target, stop_alarms.clone()));
+            let catchup = self.catchup.clone();
+            alarms.spawn(run_alarm(
+                alarm,
+                deliverer,
+                target,
+                catchup,
+                stop_alarms.clone(),
+            ));
         }
         alarms.close();
 
@@ -244,7 +268,7 @@ impl App {
         {
             tracing::warn!(
                 unfinished = fires.len(),
-                "grace period over: unacknowledged messages stay with the broker and come back on restart"
+                "grace period over: messages not finished stay with the broker (or in the spool) and are fired after the restart"
             );
             running.abandon.cancel();
             drained.await;

@@ -1,7 +1,8 @@
-//! The message path of one connection: message -> routes -> fires -> ack when all are
-//! final. A message fires every destination its topic routes to, and is acknowledged
-//! only once each of those fires got a final answer (or its destination was deleted,
-//! paused or disabled meanwhile). At most `FIRE_CONCURRENCY` fires are in flight; while
+//! The message path of one connection: message -> routes -> fires -> let go when all
+//! are final. A message fires every destination its topic routes to, and is let go
+//! (acknowledged to the broker, or with the spool completed in it) only once each of
+//! those fires got a final answer (or its destination was deleted, paused or disabled
+//! meanwhile). At most `FIRE_CONCURRENCY` fires are in flight; while
 //! all are busy the forwarder stops taking messages, which in turn stops the MQTT source
 //! from reading (back-pressure instead of an unbounded buffer).
 //!

@@ -119,6 +119,11 @@ struct AlarmLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlarmNameLabels {
+    alarm: String,
+}
+
 /// The provider's metrics; cheap to clone.
 #[derive(Clone)]
 pub struct Metrics(Arc<Inner>);
@@ -148,6 +153,8 @@ struct Inner {
     spool_skipped_bytes: Counter,
     /// Each feed trigger's current series, to remove when its state changes.
     feed_trigger_labels: Mutex<HashMap<(String, String), TriggerStateLabels>>,
+    // Alarm catch-up.
+    alarm_ticks_missed: Family<AlarmNameLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -182,7 +189,14 @@ impl Default for Metrics {
             spool_replayed: Counter::default(),
             spool_skipped_bytes: Counter::default(),
             registry: Registry::default(),
+            // Alarm catch-up.
+            alarm_ticks_missed: Family::default(),
         };
+        registry.register(
+            "alarm_ticks_missed",
+            "Alarm ticks that fell while the provider was down and were too old to catch up (ALARM_CATCHUP_SECS), so never fired",
+            inner.alarm_ticks_missed.clone(),
+        );
         registry.register(
             "messages_received",
             "MQTT messages received, by the subscribed filter they matched",
@@ -319,6 +333,16 @@ impl Metrics {
     pub fn in_flight(&self) -> InFlight {
         self.0.fires_in_flight.inc();
         InFlight(self.clone())
+    }
+
+    /// Counts `ticks` of `alarm` missed while down and not caught up.
+    pub fn alarm_ticks_missed(&self, alarm: &str, ticks: u64) {
+        self.0
+            .alarm_ticks_missed
+            .get_or_create(&AlarmNameLabels {
+                alarm: alarm.to_owned(),
+            })
+            .inc_by(ticks);
     }
 
     pub fn alarm_fire(&self, alarm: &str, outcome: TickOutcome) {

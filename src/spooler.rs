@@ -20,6 +20,8 @@ use crate::spool::{Budget, Reader, Record, Spool, Spooled, WriteError, Writer};
 const BATCH_MESSAGES: usize = 1024;
 /// How often done entries are written out and the age gauge set.
 const TICK: Duration = Duration::from_millis(200);
+/// How `/readyz` and the log begin to say that the spool is full.
+const FULL: &str = "spool is full";
 /// How long a failed write waits before the batch is written again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -45,6 +47,14 @@ struct Problem {
     logged: Option<Instant>,
 }
 
+impl Problem {
+    fn is_full(&self) -> bool {
+        self.text
+            .as_deref()
+            .is_some_and(|text| text.starts_with(FULL))
+    }
+}
+
 impl Spooler {
     /// Runs until the source is gone and every message it handed over is durable and
     /// acknowledged (or, with a failing disk, left with the broker).
@@ -52,7 +62,11 @@ impl Spooler {
         let mut tick = tokio::time::interval(TICK);
         let mut problem = Problem::default();
         loop {
-            if self.budget.is_full() {
+            let full = self.budget.is_full();
+            if !full && problem.is_full() {
+                self.report(&mut problem, None, tracing::Level::INFO);
+            }
+            if full {
                 if messages_rx.is_closed() {
                     break;
                 }
@@ -142,7 +156,7 @@ impl Spooler {
 
     fn full_problem(&self) -> String {
         format!(
-            "spool is full (SPOOL_MAX_BYTES={}): the broker is not acknowledged and keeps the rest until fires free space",
+            "{FULL} (SPOOL_MAX_BYTES={}): the broker is not acknowledged and keeps the rest until fires free space",
             self.budget.max_bytes
         )
     }
@@ -168,12 +182,9 @@ impl Spooler {
             _ => {}
         }
         if problem.text != text {
-            let full = text
-                .as_deref()
-                .is_some_and(|t| t.starts_with("spool is full"));
-            self.metrics.spool_full(full);
-            self.health.spool_problem(&self.name, text.clone());
             problem.text = text;
+            self.metrics.spool_full(problem.is_full());
+            self.health.spool_problem(&self.name, problem.text.clone());
         }
     }
 }

@@ -7,10 +7,13 @@ use std::process::Command;
 use super::fake_openwhisk::{CEILING_CLIENTS, Ceiling};
 use super::publisher::Pace;
 use super::routing::RoutingRow;
+use super::settings::Scenario;
 use super::step::StepReport;
 
 /// One scenario step as printed.
 pub struct Row {
+    /// The scenario's key (`b`), by which a spool row finds its twin without the spool.
+    pub key: String,
     pub scenario: String,
     pub pace: Pace,
     /// The provider's resident set size before its first step, in bytes.
@@ -61,6 +64,25 @@ pub fn machine() -> String {
     )
 }
 
+/// Where the spool scenarios' state directories are, and its file system (`ext4`):
+/// on `tmpfs` an fsync costs nothing, and the spool rows would flatter the spool.
+pub fn temp_dir() -> String {
+    let dir = std::env::temp_dir();
+    // df names ext4 as such; `stat -f` calls it ext2/ext3.
+    let file_system = Command::new("df")
+        .arg("--output=fstype")
+        .arg(&dir)
+        .output()
+        .ok()
+        .and_then(|out| {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            Some(text.lines().nth(1)?.trim().to_string())
+        })
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown file system".to_string());
+    format!("`{}` ({file_system})", dir.display())
+}
+
 /// The ceilings of the provider's surroundings, as a Markdown table.
 pub fn ceilings(openwhisk: &Ceiling, broker: &StepReport, publishers: usize) -> String {
     let mut table =
@@ -89,10 +111,50 @@ pub fn ceilings(openwhisk: &Ceiling, broker: &StepReport, publishers: usize) -> 
 
 /// The scenarios' steps as a Markdown table, then their notes and errors.
 pub fn steps(rows: &[Row]) -> String {
-    let mut table = String::from(
+    steps_with(rows, "", "", |_| String::new())
+}
+
+/// The spool scenarios' steps as [`steps`] prints them, plus fsyncs per second, the
+/// spool's size at the end of the step and at its peak, and issue 12's targets on the
+/// `max` rows (against `plain`'s rows for a target relative to a scenario without the
+/// spool).
+pub fn spool_steps(rows: &[Row], plain: &[Row], scenarios: &[Scenario]) -> String {
+    steps_with(
+        rows,
+        " fsyncs/s | spool MB end | spool MB peak | target |",
+        "---:|---:|---:|---|",
+        |row| {
+            let Ok(step) = &row.result else {
+                return " | | | |".to_string();
+            };
+            let spool = step.spool.as_ref();
+            format!(
+                " {} | {} | {} | {} |",
+                optional(
+                    spool
+                        .and_then(|s| s.fsyncs_per_sec)
+                        .map(|n| thousands(n as u64))
+                ),
+                optional(spool.and_then(|s| s.end_bytes).map(mib)),
+                optional(spool.and_then(|s| s.peak_bytes).map(mib)),
+                target(row, step, plain, scenarios),
+            )
+        },
+    )
+}
+
+/// A table of `rows` whose columns `extra_header` and `extra_align` continue and whose
+/// rows `extra_cells` does.
+fn steps_with(
+    rows: &[Row],
+    extra_header: &str,
+    extra_align: &str,
+    extra_cells: impl Fn(&Row) -> String,
+) -> String {
+    let mut table = format!(
         "| scenario | step | offered msg/s | delivered msg/s | lost | dup | unacked | msgs/fire \
-         | p50 ms | p99 ms | max ms | CPU s / 10k msgs | RSS idle MB | RSS peak MB |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | p50 ms | p99 ms | max ms | CPU s / 10k msgs | RSS idle MB | RSS peak MB |{extra_header}\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|{extra_align}\n",
     );
     let mut notes = String::new();
     for (index, row) in rows.iter().enumerate() {
@@ -120,10 +182,50 @@ pub fn steps(rows: &[Row]) -> String {
             }
             Err(_) => format!("failed | | | | | | | | | | {idle} |"),
         };
-        writeln!(table, "| {} | {}{mark} | {cells} |", row.scenario, row.pace)
-            .expect("write to a String");
+        writeln!(
+            table,
+            "| {} | {}{mark} | {cells} |{}",
+            row.scenario,
+            row.pace,
+            extra_cells(row)
+        )
+        .expect("write to a String");
     }
     with_notes(table, &notes)
+}
+
+/// Issue 12's targets for a spool row's `max` step, each `≥ 22,364 (½ of b): met` or
+/// `not met`; nothing for a fixed rate, which only tells whether the provider keeps up.
+fn target(row: &Row, step: &StepReport, plain: &[Row], scenarios: &[Scenario]) -> String {
+    let Some(scenario) = scenarios.iter().find(|scenario| scenario.key == row.key) else {
+        return String::new();
+    };
+    if !matches!(row.pace, Pace::Flood) {
+        return String::new();
+    }
+    let verdict = |floor: f64, why: &str| {
+        let met = if step.delivered_per_sec >= floor {
+            "met"
+        } else {
+            "not met"
+        };
+        format!("≥ {} ({why}): {met}", thousands(floor as u64))
+    };
+    let mut targets = Vec::new();
+    if let Some(twin) = &scenario.targets.half_of {
+        let twin_rate = plain
+            .iter()
+            .filter(|other| &other.key == twin && matches!(other.pace, Pace::Flood))
+            .find_map(|other| Some(other.result.as_ref().ok()?.delivered_per_sec));
+        targets.push(match twin_rate {
+            Some(rate) => verdict(rate / 2.0, &format!("½ of {twin}")),
+            None => format!("≥ ½ of {twin} ({twin} at max not run)"),
+        });
+    }
+    if let Some(floor) = scenario.targets.at_least {
+        targets.push(verdict(f64::from(floor), "batched"));
+    }
+    targets.join("; ")
 }
 
 /// The routing-scale rows as a Markdown table, each compared with the rows of the

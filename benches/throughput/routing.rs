@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use super::publisher::Pace;
 use super::report::Row;
 use super::scenario::run_scenario;
-use super::settings::{Scenario, Settings};
+use super::settings::{Scenario, Settings, Targets};
 
 /// One filter count's row.
 pub struct RoutingRow {
@@ -27,6 +27,8 @@ pub async fn run_routing(settings: &Settings) -> Vec<RoutingRow> {
             label: format!("routing scale, filters={filters}"),
             window: None,
             provider_env: vec![("MQTT_TOPICS", topics(filters))],
+            spool: false,
+            targets: Targets::default(),
         };
         eprintln!("{}", scenario.label);
         rows.extend(

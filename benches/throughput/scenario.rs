@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use test_support::{rss_bytes, unique_id};
+use test_support::{free_port, rss_bytes, unique_id};
 
 use super::broker::Broker;
 use super::fake_openwhisk::FakeOpenWhisk;
@@ -15,6 +15,7 @@ use super::publisher::{Pace, Publishers};
 use super::readings::Sink;
 use super::report::Row;
 use super::settings::{Scenario, Settings};
+use super::spool::SpoolMetrics;
 use super::step::{StepPlan, StepReport, run_step};
 use super::subscriber::Subscriber;
 
@@ -35,6 +36,7 @@ pub async fn run_scenario(scenario: &Scenario, steps: &[Pace], settings: &Settin
                 Ok(started) => started,
                 Err(error) => {
                     rows.push(Row {
+                        key: scenario.key.clone(),
                         scenario: scenario.label.clone(),
                         pace,
                         idle_rss: None,
@@ -52,6 +54,7 @@ pub async fn run_scenario(scenario: &Scenario, steps: &[Pace], settings: &Settin
             &running.publishers,
             &running.openwhisk,
             running.provider.pid(),
+            running.spool.as_ref(),
             &running.held,
         )
         .await;
@@ -64,6 +67,7 @@ pub async fn run_scenario(scenario: &Scenario, steps: &[Pace], settings: &Settin
         let keep = restart.is_none();
         notes.extend(restart);
         rows.push(Row {
+            key: scenario.key.clone(),
             scenario: scenario.label.clone(),
             pace,
             idle_rss: Some(running.idle_rss),
@@ -108,6 +112,8 @@ struct Stack {
     publishers: Publishers,
     openwhisk: FakeOpenWhisk,
     held: HeldMessages,
+    /// The provider's `/metrics`, in spool scenarios.
+    spool: Option<SpoolMetrics>,
     /// Resident set size of the provider once warmed up, before the first step.
     idle_rss: u64,
     _broker: Broker,
@@ -121,12 +127,28 @@ impl Stack {
         let dir = tempfile::Builder::new()
             .prefix("bench-provider-")
             .tempdir()?;
+        let mut env = scenario.provider_env.clone();
+        let spool = if scenario.spool {
+            // A fixed port, since the provider logs its port only at level info; another
+            // process taking it first fails the stack, with the provider's log saying why.
+            let http_port = free_port();
+            let state_dir = dir.path().join("state");
+            std::fs::create_dir(&state_dir)?;
+            env.extend([
+                ("SPOOL", "true".to_string()),
+                ("STATE_DIR", state_dir.display().to_string()),
+                ("HTTP_PORT", http_port.to_string()),
+            ]);
+            Some(SpoolMetrics::new(http_port))
+        } else {
+            None
+        };
         let mut provider = Provider::start(
             settings.provider_bin.as_deref(),
             broker.port(),
             &openwhisk.api_host(),
             &unique_id("bench-provider"),
-            &scenario.provider_env,
+            &env,
             dir.path(),
         )?;
         let publishers = Publishers::connect(
@@ -153,6 +175,7 @@ impl Stack {
             publishers,
             openwhisk,
             held,
+            spool,
             idle_rss,
             _broker: broker,
             _dir: dir,
@@ -176,7 +199,7 @@ pub async fn broker_ceiling(settings: &Settings) -> anyhow::Result<StepReport> {
     let held = HeldMessages::watch(broker.port(), &unique_id("bench-sys")).await?;
     let pid = broker.pid().context("mosquitto has exited")?;
     let plan = StepPlan::new(Pace::Flood, settings);
-    run_step(plan, &publishers, &subscriber, pid, &held).await
+    run_step(plan, &publishers, &subscriber, pid, None, &held).await
 }
 
 /// Publishes a few readings at a time until one arrives (the subscription and every

@@ -10,6 +10,7 @@ use super::process::cpu_time;
 use super::publisher::{Pace, Published, Publishers};
 use super::readings::{Received, Sink};
 use super::settings::Settings;
+use super::spool::{SpoolMetrics, SpoolReport};
 
 /// How often the sink is asked for what it received.
 const COLLECT_INTERVAL: Duration = Duration::from_millis(20);
@@ -62,6 +63,8 @@ pub struct StepReport {
     pub peak_rss: u64,
     /// Whether every reading arrived before the drain deadline.
     pub drained: bool,
+    /// What the spool did, over the same time as `cpu_per_10k`; for spool scenarios.
+    pub spool: Option<SpoolReport>,
 }
 
 impl StepReport {
@@ -80,13 +83,14 @@ pub struct Latency {
 
 /// Runs `plan`: `publishers` publish, `sink` receives, and `watched` (the process under
 /// test) has its CPU time and peak memory measured from the first publish until the
-/// last reading arrived (or the drain deadline); then `held` tells what the broker
-/// still holds.
+/// last reading arrived (or the drain deadline), and so has its `spool` if it has one;
+/// then `held` tells what the broker still holds.
 pub async fn run_step(
     plan: StepPlan,
     publishers: &Publishers,
     sink: &impl Sink,
     watched: u32,
+    spool: Option<&SpoolMetrics>,
     held: &HeldMessages,
 ) -> anyhow::Result<StepReport> {
     // Whatever an earlier step left behind must not count here.
@@ -94,6 +98,10 @@ pub async fn run_step(
     let mut tally = Tally::new(publishers.next_seq());
     let rss = RssSampler::start(watched);
     let cpu_before = cpu_time(watched)?;
+    let spool_step = match spool {
+        Some(spool) => Some(spool.start_step().await?),
+        None => None,
+    };
 
     let publishing = publishers.run(plan.pace, plan.duration);
     tokio::pin!(publishing);
@@ -119,6 +127,10 @@ pub async fn run_step(
     };
     let cpu = cpu_time(watched)? - cpu_before;
     let peak_rss = rss.peak();
+    let spool = match spool_step {
+        Some(step) => Some(step.finish().await?),
+        None => None,
+    };
     let (published, _) = published.expect("the loop ends only once publishing is done");
     let unacked = if drained {
         Some(held.settle(ACK_DEADLINE).await)
@@ -145,6 +157,7 @@ pub async fn run_step(
             .then(|| cpu.as_secs_f64() / tally.distinct as f64 * 10_000.0),
         peak_rss,
         drained,
+        spool,
     })
 }
 

@@ -7,6 +7,7 @@
 //!   tick and fires it.
 
 pub mod runner;
+pub mod ticks;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -14,7 +15,8 @@ use chrono::{DateTime, Utc};
 pub use crate::config::Alarm;
 pub use crate::schedule::Schedule;
 pub(crate) use crate::schedule::rfc3339;
-pub use runner::run_alarm;
+pub use runner::{Catchup, run_alarm};
+pub use ticks::TickLog;
 
 /// The JSON body of one alarm fire (SPEC section 3): the alarm's payload plus `type`,
 /// `alarm` and `scheduled_at`, the tick's time in UTC to the second, which identifies

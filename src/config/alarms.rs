@@ -2,6 +2,7 @@
 //! runner (`crate::alarm`) fires.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -101,6 +102,29 @@ struct Settings<'a> {
     trigger: Option<&'a str>,
     timezone: Option<&'a str>,
     payload: Option<Value>,
+}
+
+/// `ALARM_CATCHUP_SECS` (SPEC section 9): how old a tick missed while the provider was
+/// down may be and still fire on start; `None` when off (0, the default). Catch-up needs
+/// the last fired tick of each alarm, kept in `STATE_DIR`.
+pub(super) fn catchup(raw: &RawEnv, state_dir: bool, problems: &mut Problems) -> Option<Duration> {
+    // A week: longer than any outage worth firing a stale tick for, short enough that a
+    // wrong value (milliseconds, say) is noticed.
+    let secs = problems.parse_in(
+        "ALARM_CATCHUP_SECS",
+        raw.get("ALARM_CATCHUP_SECS"),
+        0,
+        0..=604_800,
+        "seconds",
+    );
+    if secs > 0 && !state_dir {
+        problems.push(
+            "ALARM_CATCHUP_SECS",
+            "catch-up keeps each alarm's last fired tick in STATE_DIR: set STATE_DIR (a \
+             persistent volume) or ALARM_CATCHUP_SECS=0",
+        );
+    }
+    (secs > 0).then(|| Duration::from_secs(secs))
 }
 
 /// Reads the alarms of `ALARM_*` and `ALARMS` (see [`parse_alarms`]).

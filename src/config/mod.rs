@@ -28,9 +28,9 @@ use crate::feed::StateKey;
 pub use alarms::Alarm;
 pub use check::render_check;
 pub use feed::FeedConfig;
-pub use fire::FireConfig;
 #[cfg(test)]
 pub(crate) use fire::MESSAGE_KEYS;
+pub use fire::{FireConfig, SecretParams};
 pub use mqtt::{BrokerUrl, Credentials, MqttConfig, MqttTls, Spellings};
 pub use openwhisk::{ApiKey, OpenWhiskConfig};
 pub use problems::{ConfigError, Problem};
@@ -61,6 +61,9 @@ pub struct Config {
     /// The cron alarms: the one of `ALARM_CRON` first, then those of `ALARMS`; possibly
     /// none.
     pub alarms: Vec<Alarm>,
+    /// `ALARM_CATCHUP_SECS` with `STATE_DIR`: on start, a tick missed at most this long
+    /// ago fires once.
+    pub alarm_catchup: Option<Duration>,
     /// Whether `alarms` starts with the one of `ALARM_CRON`, for `--check`.
     single_alarm: bool,
     pub http_port: u16,
@@ -102,6 +105,7 @@ fn parse(raw: &RawEnv, dry_run: bool, problems: &mut Problems) -> Config {
         routes,
         feed: feed::parse(raw, state_dir.is_some(), problems),
         spool: spool::parse(raw, state_dir.is_some(), problems),
+        alarm_catchup: alarms::catchup(raw, state_dir.is_some(), problems),
         state_key: raw.get("STATE_KEY").and_then(|key| {
             StateKey::parse(key.as_bytes())
                 .map_err(|message| problems.push("STATE_KEY", &message))

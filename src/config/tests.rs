@@ -604,3 +604,155 @@ fn feed_settings_are_checked_and_need_state_dir() {
         [("broker2".to_owned(), 1883), ("broker3".to_owned(), 8883)]
     );
 }
+
+#[test]
+fn the_spool_needs_state_dir_and_a_sensible_bound() {
+    let found = problems(with(&[("SPOOL", "true")]));
+    assert_eq!(variables_of(&found), ["SPOOL"]);
+    assert!(found[0].message.contains("STATE_DIR"), "{found:?}");
+    let found = problems(with(&[
+        ("STATE_DIR", "/state"),
+        ("SPOOL", "yes"),
+        ("SPOOL_MAX_BYTES", "1000"),
+    ]));
+    assert_eq!(
+        variables_of(&found),
+        ["SPOOL", "SPOOL_MAX_BYTES"],
+        "{found:#?}"
+    );
+    assert!(found[1].message.contains("65536"), "{found:?}");
+
+    let off = Config::from_env(with(&[("STATE_DIR", "/state")]), false).unwrap();
+    assert!(off.spool.is_none());
+    let on = Config::from_env(with(&[("STATE_DIR", "/state"), ("SPOOL", "true")]), false).unwrap();
+    assert_eq!(on.spool.map(|s| s.max_bytes), Some(1 << 30));
+}
+
+/// A file in `dir` holding `text`, and its path.
+fn file_in(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn secret_fire_params_join_fire_params_and_only_their_keys_are_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_in(
+        &dir,
+        "params.json",
+        r#"{"influx_token": "S3CRET-t0k3n", "influx_org": "S3CRET-org"}"#,
+    );
+    let config = Config::from_env(
+        with(&[
+            ("FIRE_PARAMS", r#"{"datacenter_id": "dc1"}"#),
+            ("FIRE_SECRET_PARAMS_FILE", &path),
+        ]),
+        false,
+    )
+    .unwrap();
+    let params = config.fire.message_params();
+    assert_eq!(params["datacenter_id"], "dc1");
+    assert_eq!(params["influx_token"], "S3CRET-t0k3n");
+    assert_eq!(params["influx_org"], "S3CRET-org");
+    let check = render_check(&config);
+    assert!(!check.contains("S3CRET"), "{check}");
+    assert!(
+        check.contains("FIRE_SECRET_PARAMS_FILE  = ******** (keys: influx_org, influx_token)"),
+        "{check}"
+    );
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("S3CRET"), "{debug}");
+}
+
+#[test]
+fn a_bad_secret_params_file_is_named_with_what_is_wrong_never_its_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("missing", None, "cannot read "),
+        (
+            "not-json",
+            Some(r#"{"token": S3CRET}"#),
+            "is not JSON: error at line 1",
+        ),
+        (
+            "array",
+            Some(r#"["S3CRET"]"#),
+            "holds an array, expected a JSON object",
+        ),
+        (
+            "string",
+            Some(r#""S3CRET""#),
+            "holds a string, expected a JSON object",
+        ),
+        (
+            "message-key",
+            Some(r#"{"topic": "S3CRET"}"#),
+            r#"key "topic" collides with a key every message fire sets"#,
+        ),
+        (
+            "fire-params-key",
+            Some(r#"{"datacenter_id": "S3CRET"}"#),
+            r#"key "datacenter_id" collides with a key of FIRE_PARAMS"#,
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let path = match text {
+            Some(text) => file_in(&dir, name, text),
+            None => dir.path().join(name).to_str().unwrap().to_owned(),
+        };
+        let error = Config::from_env(
+            with(&[
+                ("FIRE_PARAMS", r#"{"datacenter_id": "dc1"}"#),
+                ("FIRE_SECRET_PARAMS_FILE", &path),
+            ]),
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(
+            variables_of(&error.0),
+            ["FIRE_SECRET_PARAMS_FILE"],
+            "{name}"
+        );
+        let message = &error.0[0].message;
+        assert!(message.contains(expected), "{name}: {message}");
+        assert!(!error.to_string().contains("S3CRET"), "{name}: {error}");
+    }
+}
+
+#[test]
+fn secret_fire_params_count_against_the_room_for_a_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_in(
+        &dir,
+        "params.json",
+        &format!(r#"{{"t": "{}"}}"#, "x".repeat(900)),
+    );
+    let found = problems(with(&[
+        ("FIRE_SECRET_PARAMS_FILE", &path),
+        ("FIRE_MAX_PAYLOAD_BYTES", "1024"),
+    ]));
+    assert_eq!(variables_of(&found), ["FIRE_MAX_PAYLOAD_BYTES"]);
+    assert!(!found[0].message.contains("xxx"), "{found:?}");
+}
+
+#[test]
+fn alarm_catchup_is_off_by_default_and_needs_state_dir() {
+    let config = Config::from_env(env(MINIMAL), false).unwrap();
+    assert_eq!(config.alarm_catchup, None);
+    let found = problems(with(&[("ALARM_CATCHUP_SECS", "600")]));
+    assert_eq!(variables_of(&found), ["ALARM_CATCHUP_SECS"]);
+    assert!(found[0].message.contains("STATE_DIR"), "{found:?}");
+    let found = problems(with(&[
+        ("ALARM_CATCHUP_SECS", "604801"),
+        ("STATE_DIR", "/var/lib/p"),
+    ]));
+    assert_eq!(variables_of(&found), ["ALARM_CATCHUP_SECS"]);
+    let config = Config::from_env(
+        with(&[("ALARM_CATCHUP_SECS", "600"), ("STATE_DIR", "/var/lib/p")]),
+        false,
+    )
+    .unwrap();
+    assert_eq!(config.alarm_catchup, Some(Duration::from_secs(600)));
+    assert!(render_check(&config).contains("ALARM_CATCHUP_SECS       = 600"));
+}

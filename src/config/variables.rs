@@ -217,6 +217,18 @@ pub(super) const VARIABLES: &[Variable] = &[
         |c| json(&c.fire.params),
     ),
     var(
+        "FIRE_SECRET_PARAMS_FILE",
+        "none",
+        "path of a JSON object (mounted from a Secret) added to every message fire like FIRE_PARAMS, no key in both; its values are never logged or shown",
+        |c| match c.fire.secret_params.is_empty() {
+            true => "(none)".to_owned(),
+            false => {
+                let keys: Vec<&str> = c.fire.secret_params.keys().collect();
+                format!("******** (keys: {})", keys.join(", "))
+            }
+        },
+    ),
+    var(
         "FIRE_CONCURRENCY",
         "64",
         "most fires in flight at once, 1-10000; bounds memory",
@@ -289,6 +301,15 @@ pub(super) const VARIABLES: &[Variable] = &[
         },
     ),
     var(
+        "ALARM_CATCHUP_SECS",
+        "0",
+        "0-604800 seconds; above 0 (needs STATE_DIR), a tick missed while the provider was down fires once on start if at most this old; 0 = off",
+        |c| match c.alarm_catchup {
+            Some(window) => window.as_secs().to_string(),
+            None => "0 (off)".to_owned(),
+        },
+    ),
+    var(
         "HTTP_PORT",
         "3000",
         "port of /healthz, /readyz and /metrics, 0-65535",
@@ -303,7 +324,7 @@ pub(super) const VARIABLES: &[Variable] = &[
     var(
         "STATE_DIR",
         "none",
-        "absolute path of a persistent volume for state that survives restarts; turns on the feed API (its registry lives here)",
+        "absolute path of a persistent volume for state that survives restarts; turns on the feed API (its registry lives here) and keeps the alarms' last ticks for ALARM_CATCHUP_SECS",
         |c| {
             c.state_dir.as_ref().map_or_else(
                 || "(none: no feed API)".to_owned(),
@@ -396,7 +417,9 @@ fn single_alarm(config: &Config) -> Option<&Alarm> {
 }
 
 /// Prefixes that mark a variable as meant for this provider, so a typo is noticed.
-const KNOWN_PREFIXES: &[&str] = &["MQTT_", "OW_", "FIRE_", "ALARM", "ROUTE", "STATE_", "FEED_"];
+const KNOWN_PREFIXES: &[&str] = &[
+    "MQTT_", "OW_", "FIRE_", "ALARM", "ROUTE", "STATE_", "FEED_", "SPOOL",
+];
 
 /// An environment variable that looks meant for this provider but is not one it reads.
 #[derive(Debug, PartialEq, Eq)]

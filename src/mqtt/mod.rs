@@ -352,7 +352,7 @@ impl MqttSource {
         {
             self.stall_logged = Some(Instant::now());
             tracing::info!(
-                "fires are not finishing: reading from the broker paused, which keeps the rest of the messages; the connection is kept alive"
+                "messages are not being taken (fires not finishing, or the spool full): reading from the broker paused, which keeps the rest of the messages; the connection is kept alive"
             );
         }
     }

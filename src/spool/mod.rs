@@ -128,8 +128,9 @@ struct Shared {
     dir: PathBuf,
     budget: Arc<Budget>,
     segments: Mutex<BTreeMap<u64, Segment>>,
-    /// Bumped at every commit, so the reader wakes for new records.
-    committed: watch::Sender<u64>,
+    /// Bumped at every commit and seal, so the reader wakes for new records and lets go
+    /// of a segment it has read to the end.
+    changed: watch::Sender<u64>,
 }
 
 /// A segment file, named by its first record id.

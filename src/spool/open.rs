@@ -76,7 +76,7 @@ impl Spool {
             dir: dir.to_owned(),
             budget,
             segments: Mutex::new(segments),
-            committed: watch::Sender::new(0),
+            changed: watch::Sender::new(0),
         }));
         let reader = Reader::new(spool.clone(), done_before);
         let writer = Writer::new(spool, next_id);

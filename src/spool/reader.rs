@@ -16,7 +16,8 @@ const CHUNK: u64 = 256 << 10;
 /// The one reader of a spool.
 pub struct Reader {
     spool: Spool,
-    committed: watch::Receiver<u64>,
+    /// Wakes the reader when a batch is committed or a segment sealed.
+    changed: watch::Receiver<u64>,
     /// The segment being read, by first id, and its file once open.
     current: Option<u64>,
     /// The next segment is the first with this first id or a later one: the reader
@@ -35,7 +36,7 @@ pub struct Reader {
 impl Reader {
     pub(super) fn new(spool: Spool, done_before: HashMap<u64, HashSet<u64>>) -> Reader {
         Reader {
-            committed: spool.0.committed.subscribe(),
+            changed: spool.0.changed.subscribe(),
             spool,
             current: None,
             from: 0,
@@ -51,14 +52,15 @@ impl Reader {
         self.spool.dir()
     }
 
-    /// The next record not finished yet, waiting for one to be committed. Not cancel
+    /// The next record not finished yet, waiting for one to be committed. A segment the
+    /// writer left is closed once read, even while no new record comes. Not cancel
     /// safe: once cancelled, drop the reader.
     pub async fn next(&mut self) -> io::Result<Spooled> {
         loop {
             let Some(first_id) = self.current else {
                 self.current = self.next_segment();
                 if self.current.is_none() {
-                    self.wait_for_commit().await;
+                    self.wait_for_change().await;
                 }
                 continue;
             };
@@ -81,7 +83,7 @@ impl Reader {
                         .get(&first_id)
                         .is_some_and(|done| done.contains(&record.id));
                     if !done {
-                        return Ok(Spooled {
+                        let spooled = Spooled {
                             id: record.id,
                             boot: record.boot,
                             seq: record.seq,
@@ -90,7 +92,13 @@ impl Reader {
                             retain: record.retain,
                             topic: record.topic.to_owned(),
                             payload: Bytes::copy_from_slice(record.payload),
-                        });
+                        };
+                        if at_end && self.start == self.buf.len() {
+                            // Its file is closed at once: a deleted file's space comes
+                            // back only once no one holds it open.
+                            self.move_on(first_id);
+                        }
+                        return Ok(spooled);
                     }
                 }
                 // Reported when the spool was opened.
@@ -100,11 +108,11 @@ impl Reader {
                         self.move_on(first_id);
                     }
                 }
-                Parsed::Incomplete if !sealed => self.wait_for_commit().await,
+                Parsed::Incomplete if !sealed => self.wait_for_change().await,
                 Parsed::Incomplete => {
                     self.move_on(first_id);
                     if self.current.is_none() {
-                        self.wait_for_commit().await;
+                        self.wait_for_change().await;
                     }
                 }
             }
@@ -157,8 +165,8 @@ impl Reader {
         self.start = 0;
     }
 
-    async fn wait_for_commit(&mut self) {
+    async fn wait_for_change(&mut self) {
         // The sender lives as long as the spool, which this reader holds.
-        let _ = self.committed.changed().await;
+        let _ = self.changed.changed().await;
     }
 }

@@ -276,3 +276,159 @@ fn received_at_survives_to_the_nanosecond() {
     };
     assert_eq!(read.received_at, at);
 }
+
+/// The measurement behind the choice of storage (issue 12): durable appends per second
+/// of these segments and of redb (a commit with `Durability::Immediate` per group), one
+/// reading each, alone and grouped. Prints; never fails. Run with
+/// `cargo test --release --lib spool::tests::durable_appends -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: prints appends per second"]
+fn durable_appends_per_second_of_segments_and_of_redb() {
+    const READING: &str = r#"{"datacenter_id":"dc1","device_fingerprint":"a1b2c3d4","temperature":21.5,"humidity":40,"gas_perc":3}"#;
+    const TABLE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("spool");
+    for group in [1usize, 20, 1000] {
+        let total = if group == 1 { 2_000 } else { 40_000 };
+        let readings = vec![READING.to_owned(); group];
+
+        let dir = tempfile::tempdir().unwrap();
+        let (mut writer, _, _) = Spool::open(dir.path(), budget(1 << 34)).unwrap();
+        let started = std::time::Instant::now();
+        for _ in 0..total / group {
+            writer
+                .append(&mut records("dc1/sensors/a1b2c3d4", &readings))
+                .unwrap();
+        }
+        let segments = total as f64 / started.elapsed().as_secs_f64();
+
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("spool.redb")).unwrap();
+        let started = std::time::Instant::now();
+        let mut id = 0u64;
+        for _ in 0..total / group {
+            let mut txn = db.begin_write().unwrap();
+            txn.set_durability(redb::Durability::Immediate).unwrap();
+            {
+                let mut table = txn.open_table(TABLE).unwrap();
+                for _ in 0..group {
+                    table.insert(id, READING.as_bytes()).unwrap();
+                    id += 1;
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let redb = total as f64 / started.elapsed().as_secs_f64();
+        eprintln!(
+            "group of {group:>4}: segments {segments:>9.0} appends/s, redb {redb:>9.0} appends/s"
+        );
+    }
+}
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop: a disk that fills.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount(8)");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (as in CI); this test fills a real disk"
+        );
+        SmallDisk { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_the_batch_and_the_spool_goes_on_once_space_is_freed() {
+    let disk = SmallDisk::mount("256k");
+    let (mut writer, mut reader, _) = Spool::open(disk.dir.path(), budget(1 << 30)).unwrap();
+    let spool = writer.spool().clone();
+    let batch = payloads(0..100);
+    let mut written = 0;
+    let error = loop {
+        match writer.append(&mut records("t", &batch)) {
+            Ok(_) => written += batch.len(),
+            Err(error) => break error,
+        }
+        assert!(written < 100_000, "the disk never filled");
+    };
+    assert!(error.is_disk_full(), "{error}");
+    assert!(
+        error.to_string().contains(".seg"),
+        "names the file: {error}"
+    );
+
+    // Everything acknowledged before is intact; finishing it frees the disk.
+    let before = read(&mut reader, written).await;
+    assert_eq!(before.len(), written);
+    before.iter().for_each(|record| spool.complete(record.id));
+    writer.append(&mut records("t", &batch)).unwrap();
+    let next = read(&mut reader, batch.len()).await;
+    assert_eq!(
+        texts(&next),
+        batch,
+        "the batch that failed is written whole, once"
+    );
+}
+
+#[tokio::test]
+async fn a_reader_waiting_at_the_end_lets_go_of_a_segment_sealed_by_a_full_disk() {
+    let disk = SmallDisk::mount("256k");
+    let (mut writer, mut reader, _) = Spool::open(disk.dir.path(), budget(1 << 30)).unwrap();
+    let spool = writer.spool().clone();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let reading = tokio::spawn(async move {
+        while let Ok(record) = reader.next().await {
+            if tx.send(record).is_err() {
+                return;
+            }
+        }
+    });
+    let batch = payloads(0..100);
+    // Each batch is read as it is written, so the reader waits at the end of the segment
+    // being written when the disk fills.
+    let mut written = Vec::new();
+    let error = loop {
+        match writer.append(&mut records("t", &batch)) {
+            Ok(_) => {
+                for _ in 0..batch.len() {
+                    let next = tokio::time::timeout(Duration::from_secs(10), rx.recv());
+                    written.push(next.await.expect("read in time").expect("reading"));
+                }
+            }
+            Err(error) => break error,
+        }
+    };
+    assert!(error.is_disk_full(), "{error}");
+
+    written.iter().for_each(|record| spool.complete(record.id));
+    // As the spooler does: try again until the space of the finished segment is back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while let Err(error) = writer.append(&mut records("t", &batch)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the disk stays full: {error}"
+        );
+        tokio::task::yield_now().await;
+    }
+    let mut next = Vec::new();
+    for _ in 0..batch.len() {
+        next.push(rx.recv().await.expect("reading"));
+    }
+    assert_eq!(texts(&next), batch);
+    reading.abort();
+}

@@ -98,7 +98,7 @@ impl Writer {
             .grew(self.buf.len() as u64, records.len() as u64);
         self.spool
             .0
-            .committed
+            .changed
             .send_modify(|generation| *generation += 1);
         Ok(fsync)
     }
@@ -174,6 +174,12 @@ impl Writer {
             let segment = segments.remove(&first_id).expect("just found");
             drop(segments);
             self.spool.delete(first_id, segment);
+        } else {
+            drop(segments);
         }
+        self.spool
+            .0
+            .changed
+            .send_modify(|generation| *generation += 1);
     }
 }

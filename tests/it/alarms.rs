@@ -220,3 +220,57 @@ async fn check_shows_each_alarms_next_fire_time() {
         out.stdout
     );
 }
+
+/// A tick missed while the provider was down (its state file says the last fired tick
+/// was three days earlier) fires once on start with its own `scheduled_at`; the two older
+/// misses are counted, not fired; after a restart nothing fires again. The cron fires
+/// daily at the time of day 30 s before the test started, so no other tick interferes.
+#[tokio::test]
+async fn a_tick_missed_while_down_fires_once_on_start_and_not_again_after_a_restart() {
+    let state = tempfile::tempdir().unwrap();
+    let tick = chrono::DateTime::from_timestamp(Utc::now().timestamp() - 30, 0).unwrap();
+    let last = tick - chrono::Duration::days(3);
+    std::fs::write(
+        state.path().join("alarm_ticks.json"),
+        json!({"default": last.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}).to_string(),
+    )
+    .unwrap();
+    let mut scenario = Scenario::start().await;
+    scenario.ow.create_trigger(AGGREGATES, true);
+    scenario.extra_env.extend([
+        ("ALARM_CRON", tick.format("%S %M %H * * *").to_string()),
+        ("ALARM_TRIGGER", AGGREGATES.to_owned()),
+        ("ALARM_CATCHUP_SECS", "3600".to_owned()),
+        ("STATE_DIR", state.path().display().to_string()),
+    ]);
+
+    let mut provider = scenario.spawn_provider().await;
+    wait_until("the missed tick fired", DEADLINE, || {
+        !accepted(&alarm_fires(&scenario, "default")).is_empty()
+    })
+    .await;
+    let missed = provider
+        .metric(r#"mqtt_whisk_alarm_ticks_missed_total{alarm="default"}"#)
+        .await;
+    assert_eq!(missed, Some(2.0), "the two days before were too old");
+    provider.sigterm();
+    assert!(provider.wait_exit(DEADLINE).await.success());
+    let fires = alarm_fires(&scenario, "default");
+    assert_eq!(fires.len(), 1, "{fires:?}");
+    assert_eq!(scheduled_at(&fires[0]), tick);
+    let recorded = std::fs::read_to_string(state.path().join("alarm_ticks.json")).unwrap();
+    assert!(recorded.contains(&tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+
+    // The runner decides about catch-up before it logs "alarm scheduled": once that line
+    // is there without a catch-up, no fire of the old tick can follow.
+    let mut again = scenario.spawn_provider().await;
+    again.wait_for_log("alarm scheduled", DEADLINE).await;
+    again.sigterm();
+    assert!(again.wait_exit(DEADLINE).await.success());
+    assert!(
+        !again.log_text().contains("catching up"),
+        "{}",
+        again.log_text()
+    );
+    assert_eq!(alarm_fires(&scenario, "default").len(), 1);
+}

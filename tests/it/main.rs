@@ -7,6 +7,7 @@ mod scenario;
 
 mod actions;
 mod alarms;
+mod alerts;
 mod at_least_once;
 mod batching;
 mod broker_differences;
@@ -19,6 +20,7 @@ mod openwhisk_faults;
 mod packaging;
 mod reconnect;
 mod routes;
+mod secret_params;
 mod session;
 mod spool;
 mod throttled_backlog;
