@@ -127,7 +127,7 @@ async fn check_prints_the_configuration_with_secrets_masked() {
 }
 
 /// The variables of a configuration that passes `--check`.
-fn valid_env() -> Vec<(&'static str, String)> {
+pub(crate) fn valid_env() -> Vec<(&'static str, String)> {
     vec![
         ("MQTT_URL", "mqtt://mosquitto:1883".into()),
         ("MQTT_TOPICS", "dc1/sensors/#".into()),

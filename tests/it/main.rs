@@ -22,5 +22,6 @@ mod reconnect;
 mod routes;
 mod secret_params;
 mod session;
+mod spool;
 mod throttled_backlog;
 mod tls;

@@ -137,6 +137,24 @@ impl Daemon {
             .find_map(|rest| rest.split_whitespace().next()?.parse().ok())
     }
 
+    /// The sum of every `/metrics` sample named `name`, whatever its labels (a family
+    /// with one series per connection, say); `None` if there is none.
+    pub async fn metric_sum(&self, name: &str) -> Option<f64> {
+        let (status, body) = self.get("/metrics").await;
+        assert_eq!(status, 200, "GET /metrics answered {status}: {body}");
+        body.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let rest = line.strip_prefix(name)?;
+                let value = match rest.strip_prefix('{') {
+                    Some(labelled) => labelled.split_once("} ")?.1,
+                    None => rest.strip_prefix(' ')?,
+                };
+                value.split_whitespace().next()?.parse::<f64>().ok()
+            })
+            .reduce(|sum, value| sum + value)
+    }
+
     /// Every line printed so far (stdout and stderr interleaved).
     pub fn logs(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
