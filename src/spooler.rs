@@ -18,6 +18,9 @@ use crate::spool::{Budget, Reader, Record, Spool, Spooled, WriteError, Writer};
 
 /// Messages made durable with one fsync at most (more wait for the next one).
 const BATCH_MESSAGES: usize = 1024;
+/// Bytes made durable with one fsync at most, besides the first message (a fraction of
+/// `SPOOL_MAX_BYTES` when that is small: see `Spooler::batch_bytes`).
+const BATCH_MAX_BYTES: usize = 4 << 20;
 /// How often done entries are written out and the age gauge set.
 const TICK: Duration = Duration::from_millis(200);
 /// How `/readyz` and the log begin to say that the spool is full.
@@ -89,10 +92,13 @@ impl Spooler {
                 }
             };
             let Some(first) = first else { break };
+            let mut bytes = size(&first);
             let mut batch = vec![first];
             while batch.len() < BATCH_MESSAGES
+                && bytes < self.batch_bytes()
                 && let Ok(message) = messages_rx.try_recv()
             {
+                bytes += size(&message);
                 batch.push(message);
             }
             loop {
@@ -154,6 +160,14 @@ impl Spooler {
         }
     }
 
+    /// A batch stops growing here, so that one batch takes a small part of
+    /// `SPOOL_MAX_BYTES` (which it may overshoot by that much) and of a segment.
+    fn batch_bytes(&self) -> usize {
+        usize::try_from(self.budget.max_bytes / 16)
+            .unwrap_or(usize::MAX)
+            .min(BATCH_MAX_BYTES)
+    }
+
     fn full_problem(&self) -> String {
         format!(
             "{FULL} (SPOOL_MAX_BYTES={}): the broker is not acknowledged and keeps the rest until fires free space",
@@ -187,6 +201,11 @@ impl Spooler {
             self.health.spool_problem(&self.name, problem.text.clone());
         }
     }
+}
+
+/// What a message adds to a batch, about.
+fn size(message: &Message) -> usize {
+    message.publish.topic.len() + message.publish.payload.len()
 }
 
 /// A message as the spool keeps it (its id is given by the writer).
