@@ -42,6 +42,9 @@ async fn readyz(State(endpoints): State<Endpoints>) -> Response {
 }
 
 async fn metrics_text(State(endpoints): State<Endpoints>) -> Response {
+    // What /readyz would answer now, so that an alert can say "not ready" itself.
+    let ready = endpoints.health.readiness().is_ok();
+    endpoints.metrics.ready(ready);
     (
         [(
             header::CONTENT_TYPE,

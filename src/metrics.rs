@@ -144,6 +144,7 @@ struct Inner {
     feed_triggers_disabled: Counter,
     /// One series per feed trigger: its current state is 1.
     feed_trigger_state: Family<TriggerStateLabels, Gauge>,
+    ready: Gauge,
     spool_bytes: Gauge,
     spool_messages: Gauge,
     spool_oldest_age: Gauge<f64, AtomicU64>,
@@ -180,6 +181,7 @@ impl Default for Metrics {
             feed_triggers_disabled: Counter::default(),
             feed_trigger_state: Family::default(),
             feed_trigger_labels: Mutex::default(),
+            ready: Gauge::default(),
             spool_bytes: Gauge::default(),
             spool_messages: Gauge::default(),
             spool_oldest_age: Gauge::default(),
@@ -261,6 +263,11 @@ impl Default for Metrics {
             "feed_trigger_state",
             "1 for each feed trigger's current state (accepting, failing with its status, paused, disabled)",
             inner.feed_trigger_state.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 when /readyz would answer 200 (every connection subscribed, OpenWhisk accepting, the spool taking messages), else 0",
+            inner.ready.clone(),
         );
         registry.register(
             "spool_bytes",
@@ -409,6 +416,10 @@ impl Metrics {
 
     pub fn feed_trigger_disabled(&self) {
         self.0.feed_triggers_disabled.inc();
+    }
+
+    pub fn ready(&self, ready: bool) {
+        self.0.ready.set(i64::from(ready));
     }
 
     pub fn spool_usage(&self, bytes: u64, messages: u64) {
