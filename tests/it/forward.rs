@@ -239,13 +239,21 @@ async fn readiness_names_what_is_wrong() {
     })
     .await;
     assert_eq!(provider.get("/healthz").await.0, 200);
-    assert_eq!(provider.metric("mqtt_whisk_ready").await, Some(0.0), "as /readyz says");
+    assert_eq!(
+        provider.metric("mqtt_whisk_ready").await,
+        Some(0.0),
+        "as /readyz says"
+    );
 
     scenario.ow.create_trigger(TRIGGER, true);
     let publisher = scenario.publisher().await;
     crate::scenario::publish_readings(&publisher, 0..1).await;
     provider.wait_ready(DEADLINE).await;
-    assert_eq!(provider.metric("mqtt_whisk_ready").await, Some(1.0), "as /readyz says");
+    assert_eq!(
+        provider.metric("mqtt_whisk_ready").await,
+        Some(1.0),
+        "as /readyz says"
+    );
 }
 
 #[tokio::test]
