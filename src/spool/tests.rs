@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use test_support::SmallDisk;
+
 use super::open::Replay;
 use super::*;
 use crate::metrics::Metrics;
@@ -323,39 +325,10 @@ fn durable_appends_per_second_of_segments_and_of_redb() {
     }
 }
 
-/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop: a disk that fills.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> SmallDisk {
-        let dir = tempfile::tempdir().unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .expect("run mount(8)");
-        assert!(
-            status.success(),
-            "mounting a tmpfs needs root (as in CI); this test fills a real disk"
-        );
-        SmallDisk { dir }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 #[tokio::test]
 async fn a_full_disk_fails_the_batch_and_the_spool_goes_on_once_space_is_freed() {
     let disk = SmallDisk::mount("256k");
-    let (mut writer, mut reader, _) = Spool::open(disk.dir.path(), budget(1 << 30)).unwrap();
+    let (mut writer, mut reader, _) = Spool::open(disk.path(), budget(1 << 30)).unwrap();
     let spool = writer.spool().clone();
     let batch = payloads(0..100);
     let mut written = 0;
@@ -388,7 +361,7 @@ async fn a_full_disk_fails_the_batch_and_the_spool_goes_on_once_space_is_freed()
 #[tokio::test]
 async fn a_reader_waiting_at_the_end_lets_go_of_a_segment_sealed_by_a_full_disk() {
     let disk = SmallDisk::mount("256k");
-    let (mut writer, mut reader, _) = Spool::open(disk.dir.path(), budget(1 << 30)).unwrap();
+    let (mut writer, mut reader, _) = Spool::open(disk.path(), budget(1 << 30)).unwrap();
     let spool = writer.spool().clone();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let reading = tokio::spawn(async move {

@@ -8,13 +8,15 @@
 //!   never a fixed sleep;
 //! - [`unique_id`]: client ids and names no concurrent test or run shares;
 //! - [`rss_bytes`] and [`RssSampler`]: a process's resident memory, and its peak;
-//! - [`http_client`]: a reqwest client for loopback HTTP.
+//! - [`http_client`]: a reqwest client for loopback HTTP;
+//! - [`SmallDisk`]: a small tmpfs, a disk that fills.
 
 mod http;
 mod ids;
 mod ports;
 mod process;
 mod rss;
+mod small_disk;
 mod wait;
 
 pub use http::http_client;
@@ -22,4 +24,5 @@ pub use ids::unique_id;
 pub use ports::{free_port, port_is_free};
 pub use process::{find_binary, guarded_command};
 pub use rss::{RssSampler, rss_bytes};
+pub use small_disk::SmallDisk;
 pub use wait::{poll_until, poll_until_async, wait_until, wait_until_async};

@@ -14,7 +14,7 @@ use tempfile::TempDir;
 
 use crate::cli::valid_env;
 use crate::harness::{
-    BrokerOptions, Daemon, Fault, RecordedFire, RssSampler, poll_until_async, rss_bytes,
+    BrokerOptions, Daemon, Fault, RecordedFire, RssSampler, SmallDisk, poll_until_async, rss_bytes,
     run_to_exit, wait_until, wait_until_async,
 };
 use crate::scenario::{Scenario, publish_readings};
@@ -498,5 +498,47 @@ async fn a_spool_bound_below_its_minimum_fails_the_check() {
             .any(|line| line.contains("SPOOL_MAX_BYTES") && line.contains("65536")),
         "no line names SPOOL_MAX_BYTES and its minimum:\n{}",
         out.stderr
+    );
+}
+
+/// A full disk (ENOSPC) is back-pressure, not a crash: the provider keeps running, says
+/// so in `/readyz`, leaves the rest with the broker, and once fires free space every
+/// reading arrives.
+#[tokio::test]
+async fn a_full_disk_holds_readings_back_until_fires_free_space() {
+    const READINGS: u64 = 10_000;
+    let disk = SmallDisk::mount("1m");
+    let mut scenario = Scenario::start().await;
+    scenario.extra_env.extend([
+        ("SPOOL", "true".to_owned()),
+        ("STATE_DIR", disk.path().display().to_string()),
+    ]);
+    scenario.ow.set_fault(Fault::Status(503));
+    let provider = scenario.spawn_provider().await;
+    let publisher = scenario.publisher().await;
+    // About 170 bytes each on disk: more than the 1 MiB disk holds.
+    publish_readings(&publisher, 0..READINGS).await;
+    wait_until_async(
+        "readyz says the spool cannot be written",
+        DEADLINE,
+        || async {
+            let (status, body) = provider.get("/readyz").await;
+            status == 503
+                && body.contains("spool cannot be written")
+                && body.contains("No space left")
+        },
+    )
+    .await;
+    assert_eq!(provider.get("/healthz").await.0, 200, "still running");
+
+    scenario.ow.set_fault(Fault::None);
+    scenario.wait_delivered(READINGS, DEADLINE).await;
+    provider.wait_ready(DEADLINE).await;
+    let (delivered, _) = scenario.ow.delivered();
+    assert_eq!(delivered.range(..READINGS).count(), READINGS as usize);
+    assert!(
+        provider
+            .log_text()
+            .contains("the spool takes messages again")
     );
 }

@@ -29,6 +29,6 @@ pub use nats_server::{Nats, NatsOptions, NatsServer};
 pub use publisher::Publisher;
 pub use scripted_broker::{ScriptedBroker, publish};
 pub use test_support::{
-    RssSampler, http_client, poll_until, poll_until_async, rss_bytes, unique_id, wait_until,
-    wait_until_async,
+    RssSampler, SmallDisk, http_client, poll_until, poll_until_async, rss_bytes, unique_id,
+    wait_until, wait_until_async,
 };
