@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use test_support::metric_sum;
 use tokio::task::JoinHandle;
 
 /// Histogram count: one sample per fsync of the spool.
@@ -98,8 +99,8 @@ impl SpoolMetrics {
         }
         Ok(Snapshot {
             at: Instant::now(),
-            fsyncs: sum_of(&text, FSYNCS),
-            bytes: sum_of(&text, BYTES),
+            fsyncs: metric_sum(&text, FSYNCS),
+            bytes: metric_sum(&text, BYTES),
         })
     }
 }
@@ -134,21 +135,4 @@ fn record_peak(peak: &Mutex<Option<u64>>, bytes: Option<f64>) {
         let mut peak = peak.lock().unwrap();
         *peak = Some(peak.unwrap_or(0).max(bytes as u64));
     }
-}
-
-/// The sum of every series of metric `name` (whatever its labels) in Prometheus text;
-/// `None` if there is none.
-fn sum_of(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            // `name{labels} value` or `name value`, not `name_more ...`.
-            let value = match rest.strip_prefix('{') {
-                Some(labelled) => labelled.rsplit_once('}')?.1,
-                None => rest.strip_prefix(' ')?,
-            };
-            value.split_whitespace().next()?.parse::<f64>().ok()
-        })
-        .reduce(|sum, value| sum + value)
 }

@@ -9,10 +9,12 @@
 //! - [`unique_id`]: client ids and names no concurrent test or run shares;
 //! - [`rss_bytes`] and [`RssSampler`]: a process's resident memory, and its peak;
 //! - [`http_client`]: a reqwest client for loopback HTTP;
-//! - [`SmallDisk`]: a small tmpfs, a disk that fills.
+//! - [`SmallDisk`]: a small tmpfs, a disk that fills;
+//! - [`metric_sum`]: a metric summed over its series, from `/metrics` text.
 
 mod http;
 mod ids;
+mod metrics;
 mod ports;
 mod process;
 mod rss;
@@ -21,6 +23,7 @@ mod wait;
 
 pub use http::http_client;
 pub use ids::unique_id;
+pub use metrics::metric_sum;
 pub use ports::{free_port, port_is_free};
 pub use process::{find_binary, guarded_command};
 pub use rss::{RssSampler, rss_bytes};

@@ -31,6 +31,20 @@ fn spool_env(state: &TempDir) -> [(&'static str, String); 2] {
     ]
 }
 
+/// A broker without persistence (its unlimited queue keeps a burst from being dropped
+/// before it is spooled) and a spool: the spool holds the only copy of what it took.
+async fn spool_only() -> (Scenario, TempDir) {
+    let mut scenario = Scenario::with_broker(BrokerOptions {
+        persistence: false,
+        max_queued_messages: Some(0),
+        ..BrokerOptions::default()
+    })
+    .await;
+    let state = TempDir::new().expect("a state directory");
+    scenario.extra_env.extend(spool_env(&state));
+    (scenario, state)
+}
+
 /// A metric summed over its series; 0 when the provider has none (no spool).
 async fn metric(provider: &Daemon, name: &str) -> f64 {
     provider.metric_sum(name).await.unwrap_or(0.0)
@@ -204,14 +218,7 @@ const KILL_READINGS: u64 = 5_000;
 async fn three_sigkills_in_the_middle_of_the_drain_lose_no_reading() {
     // The broker keeps no copy of a spooled message (it was acknowledged), and an
     // unlimited queue keeps the burst from being dropped before it is spooled.
-    let mut scenario = Scenario::with_broker(BrokerOptions {
-        persistence: false,
-        max_queued_messages: Some(0),
-        ..BrokerOptions::default()
-    })
-    .await;
-    let state = TempDir::new().expect("a state directory");
-    scenario.extra_env.extend(spool_env(&state));
+    let (mut scenario, _state) = spool_only().await;
     // 4 fires of 20 ms at a time: about 200 readings a second, a drain of 25 s.
     scenario
         .extra_env
@@ -290,14 +297,7 @@ async fn a_torn_and_corrupted_spool_file_is_skipped_with_an_error_and_the_rest_d
     // A broker without persistence, restarted while the provider is down: it forgets the
     // readings whose acknowledgement the SIGKILL cut off, so the spool holds the only copy
     // of every reading and a damaged record cannot come back from the broker.
-    let mut scenario = Scenario::with_broker(BrokerOptions {
-        persistence: false,
-        max_queued_messages: Some(0),
-        ..BrokerOptions::default()
-    })
-    .await;
-    let state = TempDir::new().expect("a state directory");
-    scenario.extra_env.extend(spool_env(&state));
+    let (mut scenario, state) = spool_only().await;
     scenario.ow.set_fault(Fault::Status(503));
     let mut provider = scenario.spawn_provider().await;
     let publisher = scenario.publisher().await;

@@ -142,17 +142,7 @@ impl Daemon {
     pub async fn metric_sum(&self, name: &str) -> Option<f64> {
         let (status, body) = self.get("/metrics").await;
         assert_eq!(status, 200, "GET /metrics answered {status}: {body}");
-        body.lines()
-            .filter(|line| !line.starts_with('#'))
-            .filter_map(|line| {
-                let rest = line.strip_prefix(name)?;
-                let value = match rest.strip_prefix('{') {
-                    Some(labelled) => labelled.split_once("} ")?.1,
-                    None => rest.strip_prefix(' ')?,
-                };
-                value.split_whitespace().next()?.parse::<f64>().ok()
-            })
-            .reduce(|sum, value| sum + value)
+        test_support::metric_sum(&body, name)
     }
 
     /// Every line printed so far (stdout and stderr interleaved).
